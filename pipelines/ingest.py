@@ -1,0 +1,372 @@
+"""Batch import of items and events from CSV, JSON Lines and Parquet files.
+
+Files are read in chunks so memory stays flat on any file size. Without ``strict``, each
+chunk commits on its own (a crash loses nothing already imported, and a re-run skips it as
+duplicates); with ``strict``, the whole file is one transaction that rolls back on the first
+bad row.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection
+from tqdm import tqdm
+
+from recsys.config import Settings
+from recsys.events import validate_events
+from recsys.store import Store
+from recsys.store.catalog import upsert_items, validate_items
+from recsys.store.events import InsertResult, insert_events
+
+Kind = Literal["items", "events"]
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+class ImportError_(RuntimeError):
+    """A file that cannot be imported at all (unknown format, unreadable)."""
+
+
+class StrictImportFailed(RuntimeError):
+    """A strict import met a bad row; nothing from the file was stored."""
+
+
+@dataclass
+class ImportSummary:
+    kind: str
+    inserted: int = 0
+    updated: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+    rejects_path: Path | None = None
+    strict_failed: bool = False
+    reject_samples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return self.inserted + self.updated + self.duplicates
+
+    @property
+    def ok(self) -> bool:
+        return not self.strict_failed and self.accepted > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "rows": self.rows,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "seconds": round(self.seconds, 3),
+            "rejects_file": str(self.rejects_path) if self.rejects_path else None,
+            "strict_failed": self.strict_failed,
+        }
+
+
+@dataclass
+class Chunk:
+    frame: pd.DataFrame
+    row_numbers: np.ndarray  # 1-based line numbers (CSV counts the header as line 1)
+    malformed: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+    bytes_read: int = 0
+
+
+def detect_format(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    if not suffixes or suffixes[-1] not in FORMATS:
+        raise ImportError_(f"{path}: unknown file type; use .csv, .jsonl (.ndjson) or .parquet")
+    return FORMATS[suffixes[-1]]
+
+
+def read_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    """Yield the file as chunks with their source line numbers."""
+    if not path.is_file():
+        raise ImportError_(f"{path}: no such file")
+    fmt = detect_format(path)
+    if fmt == "csv":
+        yield from _csv_chunks(path, chunk_rows)
+    elif fmt == "jsonl":
+        yield from _jsonl_chunks(path, chunk_rows)
+    else:
+        yield from _parquet_chunks(path, chunk_rows)
+
+
+def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    with open(path, "rb") as handle:
+        # Everything as text: ids like "007" must stay literal, and "NA" is a valid id.
+        reader = pd.read_csv(
+            handle,
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            chunksize=chunk_rows,
+            compression="infer" if path.suffix != ".gz" else "gzip",
+        )
+        first_line = 2
+        position = 0
+        for frame in reader:
+            now = handle.tell()
+            yield Chunk(
+                frame=frame.reset_index(drop=True),
+                row_numbers=np.arange(first_line, first_line + len(frame)),
+                bytes_read=now - position,
+            )
+            position = now
+            first_line += len(frame)
+
+
+def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    opener: Callable[..., Any] = open
+    if path.suffix == ".gz":
+        import gzip
+
+        opener = gzip.open
+    with opener(path, "rb") as handle:
+        records: list[dict[str, Any]] = []
+        lines: list[int] = []
+        malformed: list[tuple[int, str]] = []
+        size = 0
+        for number, raw in enumerate(handle, start=1):
+            size += len(raw)
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                malformed.append(
+                    (number, f"invalid JSON: {exc.msg if hasattr(exc, 'msg') else exc}")
+                )
+                continue
+            if not isinstance(record, dict):
+                malformed.append((number, "a line must be a JSON object"))
+                continue
+            records.append(record)
+            lines.append(number)
+            if len(records) >= chunk_rows:
+                yield Chunk(pd.DataFrame.from_records(records), np.asarray(lines), malformed, size)
+                records, lines, malformed, size = [], [], [], 0
+        if records or malformed:
+            frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+            yield Chunk(frame, np.asarray(lines, dtype=np.int64), malformed, size)
+
+
+def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    first = 1
+    for batch in parquet.iter_batches(batch_size=chunk_rows):
+        frame = batch.to_pandas()
+        yield Chunk(frame, np.arange(first, first + len(frame)), bytes_read=len(frame))
+        first += len(frame)
+
+
+class RejectsWriter:
+    """Appends rejected rows (line, field, reason, original values) to a CSV file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: Any = None
+        self._writer: Any = None
+
+    def write(self, rejects: pd.DataFrame, source: pd.DataFrame | None, rows: np.ndarray) -> None:
+        if rejects.empty:
+            return
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._writer = csv.writer(self._handle)
+            self._writer.writerow(["line", "field", "reason", "original"])
+        position = {int(line): i for i, line in enumerate(rows)}
+        for line, column, reason in rejects[["row", "field", "reason"]].itertuples(index=False):
+            original = ""
+            if source is not None and int(line) in position:
+                record = source.iloc[position[int(line)]].to_dict()
+                original = json.dumps(
+                    {k: v for k, v in record.items() if not _is_missing(v)}, default=str
+                )
+            self._writer.writerow([line, column or "", reason, original])
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def _is_missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _progress(total: int | None, unit: str, desc: str) -> tqdm:
+    return tqdm(
+        total=total,
+        unit=unit,
+        unit_scale=True,
+        desc=desc,
+        disable=not sys.stderr.isatty(),
+        file=sys.stderr,
+    )
+
+
+def default_rejects_path(settings: Settings, source: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    return settings.home / "rejects" / f"{source.name}.{stamp}.rejects.csv"
+
+
+def import_file(
+    store: Store,
+    settings: Settings,
+    kind: Kind,
+    path: Path,
+    *,
+    strict: bool = False,
+    rejects_path: Path | None = None,
+    chunk_rows: int | None = None,
+) -> ImportSummary:
+    """Import one file of items or events; see the module docstring for the guarantees."""
+    chunk_rows = chunk_rows or settings.import_chunk_rows
+    rejects_path = rejects_path or default_rejects_path(settings, path)
+    fmt = detect_format(path)
+    total = None
+    unit = "B"
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        total, unit = pq.ParquetFile(path).metadata.num_rows, "rows"
+    elif path.is_file():
+        total = path.stat().st_size
+    chunks = read_chunks(path, chunk_rows)
+    return import_chunks(
+        store,
+        settings,
+        kind,
+        chunks,
+        strict=strict,
+        rejects_path=rejects_path,
+        progress=_progress(total, unit, f"import {kind}"),
+    )
+
+
+def import_chunks(
+    store: Store,
+    settings: Settings,
+    kind: Kind,
+    chunks: Iterable[Chunk],
+    *,
+    strict: bool = False,
+    rejects_path: Path | None = None,
+    progress: tqdm | None = None,
+) -> ImportSummary:
+    summary = ImportSummary(kind=kind)
+    writer = RejectsWriter(rejects_path) if rejects_path else None
+    started = time.perf_counter()
+    progress = progress or _progress(None, "rows", f"import {kind}")
+    # Strict: one transaction for the whole file. Otherwise one per chunk.
+    outer: AbstractContextManager[Connection | None] = (
+        store.transaction() if strict else nullcontext(None)
+    )
+    try:
+        with outer as strict_conn:
+            for chunk in chunks:
+                summary.rows += len(chunk.frame) + len(chunk.malformed)
+                rejects = _validate_and_store(store, settings, kind, chunk, summary, strict_conn)
+                if writer is not None:
+                    writer.write(rejects, chunk.frame, chunk.row_numbers)
+                summary.rejected += len(rejects)
+                if len(summary.reject_samples) < 20:
+                    summary.reject_samples.extend(
+                        rejects.head(20 - len(summary.reject_samples)).to_dict("records")
+                    )
+                progress.update(chunk.bytes_read or len(chunk.frame))
+                if strict and len(rejects):
+                    raise StrictImportFailed(
+                        f"line {rejects.iloc[0]['row']}: {rejects.iloc[0]['reason']}"
+                    )
+    except StrictImportFailed:
+        summary.strict_failed = True
+        summary.inserted = summary.updated = summary.duplicates = 0
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.close()
+            if writer.path.exists():
+                summary.rejects_path = writer.path
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _validate_and_store(
+    store: Store,
+    settings: Settings,
+    kind: Kind,
+    chunk: Chunk,
+    summary: ImportSummary,
+    conn: Connection | None,
+) -> pd.DataFrame:
+    malformed = pd.DataFrame(
+        [(line, "", reason) for line, reason in chunk.malformed], columns=["row", "field", "reason"]
+    )
+    if chunk.frame.empty:
+        return malformed
+    context: AbstractContextManager[Connection] = (
+        nullcontext(conn) if conn is not None else store.transaction()
+    )
+    if kind == "events":
+        checked = validate_events(
+            chunk.frame, event_types=settings.event_types, row_numbers=chunk.row_numbers
+        )
+        with context as active:
+            result: InsertResult = insert_events(active, checked.valid)
+        summary.inserted += result.inserted
+        summary.duplicates += result.duplicates
+    else:
+        items_checked = validate_items(chunk.frame, row_numbers=chunk.row_numbers)
+        checked_rejects = items_checked.rejects
+        with context as active:
+            inserted, updated = upsert_items(active, items_checked.valid)
+        summary.inserted += inserted
+        summary.updated += updated
+        return (
+            pd.concat([malformed, checked_rejects], ignore_index=True)
+            if len(malformed)
+            else checked_rejects
+        )
+    if len(malformed):
+        return pd.concat([malformed, checked.rejects], ignore_index=True)
+    return checked.rejects
+
+
+def frame_chunks(frames: Iterable[pd.DataFrame]) -> Iterator[Chunk]:
+    """Wrap in-memory frames (dataset adapters, the demo world) as import chunks."""
+    first = 1
+    for frame in frames:
+        frame = frame.reset_index(drop=True)
+        yield Chunk(frame, np.arange(first, first + len(frame)), bytes_read=len(frame))
+        first += len(frame)

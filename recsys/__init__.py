@@ -1,0 +1,3 @@
+"""recsys: personalized feeds from interaction logs, served from Qdrant."""
+
+__version__ = "0.1.0"

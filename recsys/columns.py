@@ -1,0 +1,23 @@
+"""The one set of column names used by every DataFrame that crosses a module boundary."""
+
+from __future__ import annotations
+
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+EVENT_ID = "event_id"
+TYPE = "type"
+TIMESTAMP = "timestamp"
+DWELL = "dwell_seconds"
+VALUE = "value"
+WEIGHT = "weight"
+
+ITEM_COLUMNS = (
+    "item_id",
+    "title",
+    "text",
+    "tags",
+    "category",
+    "created_at",
+    "duration_seconds",
+)
+EVENT_COLUMNS = (EVENT_ID, USER_ID, ITEM_ID, TYPE, TIMESTAMP, DWELL, VALUE)

@@ -1,0 +1,140 @@
+"""The one settings object. Every knob is read from the environment (prefix ``RECSYS_``)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+BUILTIN_EVENT_TYPES = ("like", "dislike", "skip", "view", "rating", "play")
+
+
+class SignalWeights(BaseModel):
+    """How raw events turn into interaction confidence (see ``recsys.signals``).
+
+    Each default carries its reason, so a team can argue with it rather than guess.
+    """
+
+    # An explicit like is the clearest positive a feed gets.
+    like: float = 4.0
+    # An explicit dislike is as informative as a like, in the other direction.
+    dislike: float = -4.0
+    # A skip is weaker than a dislike: the user may simply not be in the mood.
+    skip: float = -1.0
+    # A fully watched item is worth about half a like; a partial view scales linearly.
+    view_full: float = 2.0
+    # Below this fraction of the item's length a view is a bounce, counted as a weak negative.
+    view_bounce_fraction: float = 0.1
+    view_bounce: float = -0.5
+    # Ratings: >= positive_at is positive, <= negative_at negative, in between weakly positive
+    # (a middling rating still says the user chose to watch it).
+    rating_positive_at: float = 4.0
+    rating_negative_at: float = 2.0
+    rating_scale: float = 1.0
+    rating_negative: float = -1.0
+    rating_neutral: float = 0.25
+    # Plays: log1p of the count, so the 500th play does not outweigh everything else.
+    play_scale: float = 1.0
+    # Events older than this lose half their weight; 0 disables decay.
+    half_life_days: float = 0.0
+    # Repeated events on one (user, item) pair are summed, then clipped to this magnitude.
+    max_abs_weight: float = 10.0
+
+
+class Settings(BaseSettings):
+    """Configuration for the library, the pipelines and the service."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECSYS_", env_file=".env", extra="ignore", env_nested_delimiter="__"
+    )
+
+    home: Path = Field(default=Path("./var"), description="Where embedded state lives.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default is SQLite under home."
+    )
+    qdrant_url: str | None = Field(
+        default=None, description="Qdrant server URL; default is embedded Qdrant Edge."
+    )
+    qdrant_api_key: str | None = None
+    # Extra event types and the weight each one contributes, e.g. {"share": 3, "purchase": 6}.
+    custom_event_types: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    signals: SignalWeights = Field(default_factory=SignalWeights)
+    # "key:scope,key:scope" where scope is read or write (write implies read).
+    api_keys: str = ""
+    keep_versions: int = 3
+    import_chunk_rows: int = 100_000
+    max_body_bytes: int = 4 * 1024 * 1024
+    # Quality gate: a new model may not be worse than the live one by more than this fraction.
+    gate_margin: float = 0.05
+
+    @field_validator("custom_event_types", mode="before")
+    @classmethod
+    def _parse_types(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return {}
+            if value.startswith("{"):
+                return json.loads(value)
+            # "share:3,save:2" is easier to type in a shell than JSON.
+            parsed: dict[str, float] = {}
+            for part in value.split(","):
+                name, _, weight = part.partition(":")
+                parsed[name.strip()] = float(weight) if weight else 1.0
+            return parsed
+        return value
+
+    @field_validator("custom_event_types")
+    @classmethod
+    def _no_builtin_override(cls, value: dict[str, float]) -> dict[str, float]:
+        clash = set(value) & set(BUILTIN_EVENT_TYPES)
+        if clash:
+            raise ValueError(f"custom event types may not redefine built-ins: {sorted(clash)}")
+        return value
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        return frozenset(BUILTIN_EVENT_TYPES) | frozenset(self.custom_event_types)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Users paste plain postgres URLs; psycopg 3 is the driver we ship.
+            for prefix in ("postgresql://", "postgres://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg://" + url[len(prefix) :]
+            return url
+        return f"sqlite:///{(self.home / 'recsys.db').resolve()}"
+
+    @property
+    def vectors_dir(self) -> Path:
+        return self.home / "vectors"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "models"
+
+    def parsed_api_keys(self) -> dict[str, str]:
+        """Map each configured key to its scope."""
+        keys: dict[str, str] = {}
+        for part in self.api_keys.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, _, scope = part.rpartition(":")
+            if not key:
+                key, scope = scope, "read"
+            if scope not in ("read", "write"):
+                raise ValueError(f"API key scope must be read or write, got {scope!r}")
+            keys[key] = scope
+        return keys
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

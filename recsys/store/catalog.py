@@ -1,0 +1,150 @@
+"""Catalogue items: validation, bulk upsert and reads."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, func, select
+
+from recsys.events import parse_timestamps
+from recsys.store.schema import MAX_ID_LENGTH, items
+
+ITEM_FIELDS = ("item_id", "title", "text", "tags", "category", "created_at", "duration_seconds")
+
+
+@dataclass
+class ValidatedItems:
+    valid: pd.DataFrame
+    rejects: pd.DataFrame  # columns: row, field, reason
+
+
+def _tags(value: object) -> list[str]:
+    """Tags arrive as a list (JSON Lines, Parquet, API) or '|'-separated text (CSV)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, list):
+                return [str(t) for t in parsed if str(t)]
+        return [t.strip() for t in text.split("|") if t.strip()]
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(t) for t in value if t is not None and str(t)]
+    return [str(value)]
+
+
+def validate_items(
+    frame: pd.DataFrame, *, row_numbers: pd.Series | np.ndarray | None = None
+) -> ValidatedItems:
+    n = len(frame)
+    rows = np.arange(n) if row_numbers is None else np.asarray(row_numbers)
+    get = lambda name: frame[name] if name in frame else pd.Series(None, index=frame.index)  # noqa: E731
+    ids = get("item_id").astype(object)
+    ids = ids.where(ids.isna(), ids.astype(str))
+    reason = pd.Series(None, index=frame.index, dtype=object)
+    field = pd.Series(None, index=frame.index, dtype=object)
+
+    def reject(mask: pd.Series, column: str, message: str) -> None:
+        fresh = mask & reason.isna()
+        reason[fresh] = message
+        field[fresh] = column
+
+    reject(ids.isna() | (ids.astype(str) == ""), "item_id", "missing item_id")
+    reject(ids.astype(str).str.len() > MAX_ID_LENGTH, "item_id", "item_id too long")
+    created_raw = get("created_at")
+    created_missing = created_raw.isna() | (created_raw.astype(str).str.strip() == "")
+    created = parse_timestamps(created_raw.where(~created_missing))
+    reject(created.isna() & ~created_missing, "created_at", "unparsable created_at")
+    duration_raw = get("duration_seconds")
+    duration_missing = duration_raw.isna() | (duration_raw.astype(str).str.strip() == "")
+    duration = pd.to_numeric(duration_raw.where(~duration_missing), errors="coerce").astype(float)
+    reject(
+        duration.isna() & ~duration_missing, "duration_seconds", "duration_seconds is not a number"
+    )
+    reject(duration < 0, "duration_seconds", "negative duration_seconds")
+
+    ok = reason.isna()
+    text_of = lambda name: get(name).astype(object).where(get(name).notna(), "").astype(str)  # noqa: E731
+    category = get("category").astype(object)
+    category = category.where(category.isna() | (category.astype(str) == ""), category.astype(str))
+    category = category.where(category.astype(str) != "", None)
+    valid = pd.DataFrame(
+        {
+            "item_id": ids[ok],
+            "title": text_of("title")[ok],
+            "text": text_of("text")[ok],
+            "tags": [_tags(v) for v in get("tags")[ok]],
+            "category": category[ok],
+            "created_at": created[ok],
+            "duration_seconds": duration[ok],
+        }
+    ).drop_duplicates("item_id", keep="last")
+    rejects = pd.DataFrame(
+        {
+            "row": rows[~ok.to_numpy()],
+            "field": field[~ok].to_numpy(),
+            "reason": reason[~ok].to_numpy(),
+        }
+    )
+    return ValidatedItems(valid=valid.reset_index(drop=True), rejects=rejects)
+
+
+def upsert_items(
+    conn: Connection, valid: pd.DataFrame, *, now: float | None = None
+) -> tuple[int, int]:
+    """Insert new items and update existing ones. Returns (inserted, updated)."""
+    if valid.empty:
+        return 0, 0
+    updated_at = time.time() if now is None else now
+    ids = valid["item_id"].tolist()
+    existing = 0
+    for start in range(0, len(ids), 10_000):
+        chunk = ids[start : start + 10_000]
+        existing += int(
+            conn.execute(
+                select(func.count()).select_from(items).where(items.c.item_id.in_(chunk))
+            ).scalar_one()
+        )
+    clean = valid.astype(object).where(valid.notna(), None)
+    rows = [
+        {**row, "attributes": {}, "updated_at": updated_at}
+        for row in clean.sort_values("item_id").to_dict("records")
+    ]
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+    stmt = dialect_insert(items)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[items.c.item_id],
+        set_={name: stmt.excluded[name] for name in (*ITEM_FIELDS[1:], "updated_at")},
+    )
+    conn.execute(stmt, rows)
+    return len(rows) - existing, existing
+
+
+def load_items(conn: Connection, item_ids: Collection[str] | None = None) -> pd.DataFrame:
+    """The catalogue (or the given items) as a DataFrame with the canonical item columns."""
+    query = select(*[items.c[name] for name in ITEM_FIELDS])
+    if item_ids is not None:
+        query = query.where(items.c.item_id.in_(list(item_ids)))
+    frame = pd.DataFrame.from_records(
+        [tuple(row) for row in conn.execute(query)], columns=list(ITEM_FIELDS)
+    )
+    for column in ("created_at", "duration_seconds"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
+    frame["tags"] = [list(t) if t else [] for t in frame["tags"]]
+    return frame
+
+
+def count_items(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(items)).scalar_one())

@@ -1,0 +1,132 @@
+"""Engine creation, automatic migration and the one place that commits a transaction."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from recsys.config import Settings, get_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+class StoreUnavailable(RuntimeError):
+    """The relational store cannot be reached."""
+
+
+def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the service read while an import or the nightly job writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across application crashes in WAL mode; FULL only adds power-loss
+    # safety of the last commit at a large write cost.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str, *, pooled: bool = True) -> Engine:
+    parsed = make_url(url)
+    options: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False}, **options)
+        event.listen(engine, "connect", _enable_sqlite_pragmas)
+        return engine
+    if pooled:
+        options.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, **options)
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # Alembic interpolates % in options; escape it so passwords with % survive.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+class Store:
+    """A handle on the relational store.
+
+    Repositories take a ``Connection`` and never commit; ``transaction()`` is the unit of
+    work that does.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._migrated = False
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def upgrade(self, revision: str = "head") -> None:
+        from alembic import command
+
+        command.upgrade(alembic_config(self.url), revision)
+        self._migrated = True
+
+    def downgrade(self, revision: str) -> None:
+        from alembic import command
+
+        command.downgrade(alembic_config(self.url), revision)
+        self._migrated = False
+
+    def ensure_schema(self) -> None:
+        """Migrate an empty or outdated store to the current schema, once per process."""
+        if self._migrated:
+            return
+        with self._lock:
+            if self._migrated:
+                return
+            from alembic.runtime.migration import MigrationContext
+            from alembic.script import ScriptDirectory
+
+            head = ScriptDirectory.from_config(alembic_config(self.url)).get_current_head()
+            with self.engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+            if current != head:
+                self.upgrade()
+            self._migrated = True
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """The one place that commits: commit on success, roll back on any exception."""
+        self.ensure_schema()
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads; nothing is committed through it."""
+        self.ensure_schema()
+        with self.engine.connect() as conn:
+            yield conn
+
+    def table_names(self) -> list[str]:
+        return sorted(inspect(self.engine).get_table_names())
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(settings: Settings | None = None, *, url: str | None = None) -> Store:
+    settings = settings or get_settings()
+    return Store(make_engine(url or settings.sqlalchemy_url))

@@ -1,0 +1,167 @@
+"""Bulk writes and streamed reads of events.
+
+Writes take already-validated canonical frames (``recsys.events.validate_events``) and use
+each database's bulk path: ``executemany`` on SQLite, ``COPY`` into a temporary table then
+one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` on PostgreSQL. Duplicates (same
+``event_id``) are counted, never stored twice.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, func, select
+
+from recsys.columns import DWELL, EVENT_COLUMNS, EVENT_ID, ITEM_ID, TIMESTAMP, TYPE, USER_ID, VALUE
+from recsys.store.schema import events, users
+
+_EVENT_INSERT_COLUMNS = (*EVENT_COLUMNS, "ingested_at")
+
+
+@dataclass
+class InsertResult:
+    inserted: int = 0
+    duplicates: int = 0
+
+    def __iadd__(self, other: InsertResult) -> InsertResult:
+        self.inserted += other.inserted
+        self.duplicates += other.duplicates
+        return self
+
+
+def _rows(frame: pd.DataFrame) -> list[tuple[object, ...]]:
+    """Plain Python tuples with None for missing values, as DBAPI drivers expect."""
+    as_object = frame.astype(object)
+    return list(as_object.where(frame.notna(), None).itertuples(index=False, name=None))
+
+
+def insert_events(
+    conn: Connection, valid: pd.DataFrame, *, now: float | None = None
+) -> InsertResult:
+    """Insert canonical events; existing ``event_id`` values are skipped and counted."""
+    if valid.empty:
+        return InsertResult()
+    ingested_at = time.time() if now is None else now
+    # Duplicates inside one batch are duplicates too; keep the first.
+    unique = valid.drop_duplicates(EVENT_ID)
+    frame = unique[list(EVENT_COLUMNS)].assign(ingested_at=ingested_at)
+    if conn.dialect.name == "postgresql":
+        inserted = _copy_insert_postgres(conn, frame)
+    else:
+        inserted = _executemany_insert(conn, frame)
+    _upsert_users(conn, unique)
+    return InsertResult(inserted=inserted, duplicates=len(valid) - inserted)
+
+
+def _executemany_insert(conn: Connection, frame: pd.DataFrame) -> int:
+    columns = ", ".join(f'"{c}"' for c in _EVENT_INSERT_COLUMNS)
+    marks = ", ".join("?" for _ in _EVENT_INSERT_COLUMNS)
+    sql = f"INSERT INTO events ({columns}) VALUES ({marks}) ON CONFLICT (event_id) DO NOTHING"
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(sql, _rows(frame))
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+def _copy_insert_postgres(conn: Connection, frame: pd.DataFrame) -> int:
+    columns = ", ".join(f'"{c}"' for c in _EVENT_INSERT_COLUMNS)
+    raw = conn.connection.driver_connection
+    buffer = io.StringIO()
+    # CSV through COPY is PostgreSQL's fastest load path; pandas writes it vectorized.
+    frame.to_csv(buffer, index=False, header=False, na_rep="\\N", float_format="%.17g")
+    with raw.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS events_load "
+            "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("TRUNCATE events_load")
+        with cursor.copy(
+            f"COPY events_load ({columns}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+        ) as copy:
+            copy.write(buffer.getvalue())
+        cursor.execute(
+            # A fixed key order keeps concurrent batches that share events from deadlocking.
+            f"INSERT INTO events ({columns}) SELECT {columns} FROM events_load "
+            "ORDER BY event_id ON CONFLICT (event_id) DO NOTHING"
+        )
+        return int(cursor.rowcount)
+
+
+def _upsert_users(conn: Connection, frame: pd.DataFrame) -> None:
+    """Create users on first sight; keep the earliest first_seen across batches."""
+    # Sorted, so concurrent writers lock user rows in the same order and cannot deadlock.
+    first_seen = frame.groupby(USER_ID, sort=True)[TIMESTAMP].min()
+    rows = [
+        {"user_id": user_id, "first_seen": float(ts), "attributes": {}}
+        for user_id, ts in first_seen.items()
+    ]
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+    stmt = dialect_insert(users)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[users.c.user_id],
+        set_={"first_seen": stmt.excluded.first_seen},
+        where=stmt.excluded.first_seen < users.c.first_seen,
+    )
+    conn.execute(stmt, rows)
+
+
+# --- reads -----------------------------------------------------------------------------
+
+_READ_COLUMNS = (EVENT_ID, USER_ID, ITEM_ID, TYPE, TIMESTAMP, DWELL, VALUE)
+
+
+def _frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=list(_READ_COLUMNS))
+    for column in (TIMESTAMP, DWELL, VALUE):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
+    return frame
+
+
+def iter_events(
+    conn: Connection,
+    *,
+    chunk_rows: int = 500_000,
+    since: float | None = None,
+    until: float | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Stream events as DataFrames of at most ``chunk_rows`` rows (never ORM objects)."""
+    columns = [events.c[name] for name in _READ_COLUMNS]
+    query = select(*columns)
+    if since is not None:
+        query = query.where(events.c.timestamp >= since)
+    if until is not None:
+        query = query.where(events.c.timestamp < until)
+    result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
+    for partition in result.partitions(chunk_rows):
+        yield _frame([tuple(row) for row in partition])
+
+
+def user_events(conn: Connection, user_id: str, *, limit: int = 500) -> pd.DataFrame:
+    """A user's most recent events, newest first."""
+    columns = [events.c[name] for name in _READ_COLUMNS]
+    query = (
+        select(*columns)
+        .where(events.c.user_id == user_id)
+        .order_by(events.c.timestamp.desc())
+        .limit(limit)
+    )
+    return _frame([tuple(row) for row in conn.execute(query)])
+
+
+def count_events(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
+
+
+def event_time_range(conn: Connection) -> tuple[float | None, float | None]:
+    row = conn.execute(select(func.min(events.c.timestamp), func.max(events.c.timestamp))).one()
+    return (row[0], row[1])

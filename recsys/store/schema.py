@@ -1,0 +1,81 @@
+"""Table definitions: the single source of truth that Alembic migrations are checked against.
+
+Times are stored as unix seconds in double precision. That keeps bulk reads vectorized (one
+float column straight into numpy), is identical on SQLite and PostgreSQL, and is exact to
+the microsecond for any date this product will see.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, Float, Index, MetaData, String, Table, Text
+
+# Ids are user-supplied text; 512 characters leaves room for URLs and composite keys while
+# staying inside PostgreSQL's btree row limit.
+MAX_ID_LENGTH = 512
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("item_id", String(MAX_ID_LENGTH), primary_key=True),
+    Column("title", Text, nullable=False, default=""),
+    Column("text", Text, nullable=False, default=""),
+    Column("tags", JSON, nullable=False),
+    Column("category", String(MAX_ID_LENGTH), nullable=True),
+    Column("created_at", Float(precision=53), nullable=True),
+    Column("duration_seconds", Float(precision=53), nullable=True),
+    Column("attributes", JSON, nullable=False),
+    Column("updated_at", Float(precision=53), nullable=False),
+    Index(None, "created_at"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(MAX_ID_LENGTH), primary_key=True),
+    Column("first_seen", Float(precision=53), nullable=False),
+    Column("attributes", JSON, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("event_id", String(MAX_ID_LENGTH), primary_key=True),
+    Column("user_id", String(MAX_ID_LENGTH), nullable=False),
+    Column("item_id", String(MAX_ID_LENGTH), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("timestamp", Float(precision=53), nullable=False),
+    Column("dwell_seconds", Float(precision=53), nullable=True),
+    Column("value", Float(precision=53), nullable=True),
+    Column("ingested_at", Float(precision=53), nullable=False),
+    # A user's history in time order: the feed's seen-filter and real-time fold-in.
+    Index(None, "user_id", "timestamp"),
+    # Time-window scans: training windows, trending, "events since the last run".
+    Index(None, "timestamp"),
+    Index(None, "ingested_at"),
+)
+
+model_runs = Table(
+    "model_runs",
+    metadata,
+    Column("version", String(64), primary_key=True),
+    Column("started_at", Float(precision=53), nullable=False),
+    Column("finished_at", Float(precision=53), nullable=True),
+    Column("published_at", Float(precision=53), nullable=True),
+    # running | failed | refused | completed | published
+    Column("status", String(16), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("data_stats", JSON, nullable=False),
+    Column("timings", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("artifact_uri", Text, nullable=True),
+    Column("message", Text, nullable=True),
+    Index(None, "started_at"),
+)
