@@ -1,0 +1,90 @@
+"""Shared fixtures: a fresh store on SQLite and (when reachable) on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from recsys.config import Settings
+from recsys.store import Store
+from recsys.store.engine import make_engine
+
+POSTGRES_URL = os.environ.get(
+    "RECSYS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+DATASETS_DIR = Path(
+    os.environ.get(
+        "RECSYS_DATASETS_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+    )
+)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _postgres_reachable() -> str | None:
+    try:
+        engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # any driver or network error means "not here"
+        return f"PostgreSQL not reachable at {POSTGRES_URL}: {exc.__class__.__name__}"
+
+
+_PG_PROBLEM = _postgres_reachable()
+
+
+def require_postgres() -> None:
+    if _PG_PROBLEM:
+        if IN_CI:
+            pytest.fail(f"CI=true but {_PG_PROBLEM}")
+        pytest.skip(_PG_PROBLEM)
+
+
+def require_datasets(name: str) -> Path:
+    path = DATASETS_DIR / name
+    if not path.is_dir():
+        reason = f"dataset {name} not found under {DATASETS_DIR} (set RECSYS_DATASETS_DIR)"
+        if IN_CI:
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    require_postgres()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    store = Store(make_engine(store_url))
+    yield store
+    store.dispose()

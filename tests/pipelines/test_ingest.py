@@ -1,0 +1,182 @@
+"""File import: formats, chunking, bad rows, rejects file, strict mode and exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.ingest import import_file
+from recsys.config import Settings
+from recsys.store import Store
+from recsys.store.catalog import load_items
+from recsys.store.events import count_events, iter_events
+
+GOOD = [
+    {"user_id": "u1", "item_id": "i1", "type": "like", "timestamp": "2024-03-01T10:00:00Z"},
+    {
+        "user_id": "u1",
+        "item_id": "i2",
+        "type": "view",
+        "timestamp": 1709287200,
+        "dwell_seconds": 42,
+    },
+    {"user_id": "u2", "item_id": "i1", "type": "rating", "timestamp": 1709287300, "value": 4.5},
+    {"user_id": "u3", "item_id": "i3", "type": "play", "timestamp": 1709287400, "value": 12},
+    {"user_id": "u3", "item_id": "i1", "type": "skip", "timestamp": 1709287500},
+]
+BAD = [
+    (
+        {"user_id": "u4", "item_id": "i1", "type": "teleport", "timestamp": 1709287600},
+        "unknown event type",
+    ),
+    ({"user_id": "", "item_id": "i1", "type": "like", "timestamp": 1709287600}, "missing user_id"),
+    (
+        {
+            "user_id": "u5",
+            "item_id": "i1",
+            "type": "view",
+            "timestamp": 1709287600,
+            "dwell_seconds": -1,
+        },
+        "negative dwell_seconds",
+    ),
+    (
+        {"user_id": "u6", "item_id": "i1", "type": "like", "timestamp": "last tuesday"},
+        "unparsable timestamp (ISO 8601 or unix seconds)",
+    ),
+    (
+        {"user_id": "u7", "item_id": "i1", "type": "view", "timestamp": 1709287600},
+        "view without dwell_seconds",
+    ),
+]
+FIELDS = ["event_id", "user_id", "item_id", "type", "timestamp", "dwell_seconds", "value"]
+
+
+def write(path: Path, records: list[dict]) -> Path:
+    if path.suffix == ".csv":
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=FIELDS)
+            writer.writeheader()
+            for record in records:
+                writer.writerow(record)
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    else:
+        frame = pd.DataFrame.from_records(records, columns=FIELDS).astype(
+            {"timestamp": str, "user_id": str, "item_id": str, "type": str}
+        )
+        frame.to_parquet(path)
+    return path
+
+
+def mixed() -> list[dict]:
+    # Bad rows interleaved with good ones: line numbers must point at the right rows.
+    out: list[dict] = []
+    for good, (bad, _) in zip(GOOD, BAD, strict=True):
+        out += [good, bad]
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_each_format_keeps_good_rows_and_rejects_bad_ones(
+    tmp_path: Path, store: Store, settings: Settings, suffix: str
+) -> None:
+    path = write(tmp_path / f"events{suffix}", mixed())
+    rejects = tmp_path / "rejects.csv"
+    summary = import_file(store, settings, "events", path, rejects_path=rejects, chunk_rows=3)
+    assert (summary.inserted, summary.duplicates, summary.rejected) == (5, 0, 5)
+    written = pd.read_csv(rejects)
+    first_line = 2 if suffix == ".csv" else 1
+    assert written["line"].tolist() == [first_line + 2 * i + 1 for i in range(5)]
+    assert written["reason"].tolist() == [reason for _, reason in BAD]
+    assert json.loads(written["original"].iloc[0])["type"] == "teleport"
+    with store.read() as conn:
+        stored = pd.concat(list(iter_events(conn)), ignore_index=True)
+    assert sorted(stored["user_id"]) == ["u1", "u1", "u2", "u3", "u3"]
+    assert stored.loc[stored["type"] == "play", "value"].tolist() == [12.0]
+
+
+def test_reimport_is_idempotent(tmp_path: Path, store: Store, settings: Settings) -> None:
+    path = write(tmp_path / "events.csv", GOOD)
+    first = import_file(store, settings, "events", path, chunk_rows=2)
+    second = import_file(store, settings, "events", path, chunk_rows=4)
+    assert (first.inserted, second.inserted, second.duplicates) == (5, 0, 5)
+    with store.read() as conn:
+        assert count_events(conn) == 5
+
+
+def test_strict_rolls_back_the_whole_file_across_chunks(
+    tmp_path: Path, store: Store, settings: Settings
+) -> None:
+    # The bad row sits in the last chunk, after earlier chunks were written.
+    path = write(tmp_path / "events.jsonl", [*GOOD, BAD[0][0]])
+    summary = import_file(store, settings, "events", path, strict=True, chunk_rows=2)
+    assert summary.strict_failed and summary.inserted == 0 and summary.rejected == 1
+    with store.read() as conn:
+        assert count_events(conn) == 0
+
+
+def test_malformed_json_line_is_a_reject_not_a_crash(
+    tmp_path: Path, store: Store, settings: Settings
+) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(GOOD[0]) + "\n{not json\n[1, 2]\n" + json.dumps(GOOD[1]) + "\n")
+    summary = import_file(store, settings, "events", path, rejects_path=tmp_path / "r.csv")
+    assert (summary.inserted, summary.rejected) == (2, 2)
+    lines = pd.read_csv(tmp_path / "r.csv")["line"].tolist()
+    assert lines == [2, 3]
+
+
+def test_items_import_parses_tags_and_upserts(
+    tmp_path: Path, store: Store, settings: Settings
+) -> None:
+    csv_path = tmp_path / "items.csv"
+    csv_path.write_text(
+        "item_id,title,text,tags,category,created_at,duration_seconds\n"
+        "a,Pasta night,Five sauces,cooking|italian,cooking,2024-01-01T00:00:00Z,300\n"
+        "b,Derby recap,,football,sport,1704067200,\n"
+        ",No id,,,,,\n"
+        "c,Bad length,,,,,-5\n"
+    )
+    summary = import_file(store, settings, "items", csv_path)
+    assert (summary.inserted, summary.updated, summary.rejected) == (2, 0, 2)
+    jsonl = tmp_path / "items.jsonl"
+    jsonl.write_text(
+        json.dumps({"item_id": "a", "title": "Pasta night II", "tags": ["cooking"]}) + "\n"
+    )
+    again = import_file(store, settings, "items", jsonl)
+    assert (again.inserted, again.updated) == (0, 1)
+    with store.read() as conn:
+        items = load_items(conn).set_index("item_id")
+    assert items.loc["a", "title"] == "Pasta night II"
+    assert items.loc["a", "tags"] == ["cooking"]
+    assert items.loc["b", "tags"] == ["football"]
+    assert items.loc["b", "created_at"] == 1704067200.0
+
+
+def test_cli_exit_codes_and_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recsys import config
+    from recsys.cli import app
+
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RECSYS_DATABASE_URL", raising=False)
+    config.get_settings.cache_clear()
+    runner = CliRunner()
+    good = write(tmp_path / "good.csv", GOOD + [BAD[0][0]])
+    result = runner.invoke(app, ["import", "events", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "inserted=5" in result.output and "rejected=1" in result.output
+    strict = runner.invoke(app, ["import", "events", str(good), "--strict"])
+    assert strict.exit_code == 1
+    only_bad = write(tmp_path / "bad.csv", [b for b, _ in BAD])
+    assert runner.invoke(app, ["import", "events", str(only_bad)]).exit_code == 1
+    unknown = tmp_path / "events.xml"
+    unknown.write_text("<x/>")
+    result = runner.invoke(app, ["import", "events", str(unknown)])
+    assert result.exit_code == 1 and "unknown file type" in result.output
+    config.get_settings.cache_clear()

@@ -1,0 +1,180 @@
+"""Event semantics and the bulk write path, on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from recsys.config import Settings
+from recsys.events import derive_event_ids, validate_events
+from recsys.store import Store
+from recsys.store.events import count_events, insert_events, iter_events, user_events
+from recsys.store.schema import users
+
+TYPES = Settings(_env_file=None).event_types  # type: ignore[call-arg]
+
+
+def _events(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    types = rng.choice(["like", "skip", "view", "rating", "play"], size=n)
+    return pd.DataFrame(
+        {
+            "user_id": [f"user-{u}" for u in rng.integers(0, 50, n)],
+            "item_id": [f"item-{i}" for i in rng.integers(0, 200, n)],
+            "type": types,
+            "timestamp": 1_700_000_000 + np.arange(n, dtype=float) * 17.25,
+            "dwell_seconds": np.where(types == "view", rng.uniform(0, 600, n), np.nan),
+            "value": np.where(types == "rating", rng.integers(1, 6, n), np.nan),
+        }
+    )
+
+
+def test_bad_rows_each_rejected_with_reason() -> None:
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u", "u", None, "u", "u", "u", "u", "u"],
+            "item_id": ["i", "i", "i", "", "i", "i", "i", "i"],
+            "type": ["like", "teleport", "like", "like", "view", "view", "like", "rating"],
+            "timestamp": ["1700000000", "1700000000", "1", "1", "1", "1", "not a time", "1"],
+            "dwell_seconds": [None, None, None, None, "-2", None, None, None],
+            "value": [None] * 8,
+        }
+    )
+    checked = validate_events(frame, event_types=TYPES, row_numbers=np.arange(2, 10))
+    assert checked.valid["user_id"].tolist() == ["u"]
+    reasons = dict(zip(checked.rejects["row"], checked.rejects["reason"], strict=True))
+    assert reasons == {
+        3: "unknown event type",
+        4: "missing user_id",
+        5: "missing item_id",
+        6: "negative dwell_seconds",
+        7: "view without dwell_seconds",
+        8: "unparsable timestamp (ISO 8601 or unix seconds)",
+        9: "rating without value",
+    }
+
+
+def test_timestamps_accept_iso_and_unix_seconds_and_catch_milliseconds() -> None:
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c", "d"],
+            "item_id": ["i"] * 4,
+            "type": ["like"] * 4,
+            "timestamp": [
+                "2023-11-14T22:13:20Z",
+                "1700000000",
+                "2023-11-14T23:13:20+01:00",
+                "1700000000000",
+            ],
+        }
+    )
+    checked = validate_events(frame, event_types=TYPES)
+    assert checked.valid["timestamp"].tolist() == [1_700_000_000.0] * 3
+    assert checked.rejects["reason"].str.contains("out of range").tolist() == [True]
+
+
+def test_custom_types_come_from_configuration() -> None:
+    frame = pd.DataFrame(
+        {"user_id": ["u"], "item_id": ["i"], "type": ["share"], "timestamp": [1_700_000_000]}
+    )
+    assert validate_events(frame, event_types=TYPES).valid.empty
+    custom = Settings(custom_event_types="share:3", _env_file=None).event_types  # type: ignore[call-arg]
+    assert validate_events(frame, event_types=custom).valid["type"].tolist() == ["share"]
+
+
+def test_custom_types_cannot_redefine_builtins() -> None:
+    with pytest.raises(ValueError, match="built-ins"):
+        Settings(custom_event_types={"like": 2.0}, _env_file=None)  # type: ignore[call-arg]
+
+
+def test_derived_ids_are_deterministic_and_distinguish_fields() -> None:
+    base = dict(u=["u"], i=["i"], t=["like"], ts=[1.5])
+    first = derive_event_ids(*(pd.Series(v) for v in base.values()))
+    again = derive_event_ids(*(pd.Series(v) for v in base.values()))
+    other = derive_event_ids(
+        pd.Series(["u"]), pd.Series(["i"]), pd.Series(["like"]), pd.Series([1.500001])
+    )
+    assert first.tolist() == again.tolist()
+    assert first.iloc[0] != other.iloc[0]
+    assert len(first.iloc[0]) == 32
+
+
+def test_ingesting_twice_stores_once(store: Store) -> None:
+    checked = validate_events(_events(2_000), event_types=TYPES)
+    with store.transaction() as conn:
+        first = insert_events(conn, checked.valid)
+    with store.transaction() as conn:
+        second = insert_events(conn, checked.valid)
+    assert first.inserted == len(checked.valid)
+    assert (second.inserted, second.duplicates) == (0, len(checked.valid))
+    with store.read() as conn:
+        assert count_events(conn) == len(checked.valid)
+
+
+def test_duplicates_within_one_batch_count_once(store: Store) -> None:
+    checked = validate_events(_events(100), event_types=TYPES)
+    doubled = pd.concat([checked.valid, checked.valid.head(30)], ignore_index=True)
+    with store.transaction() as conn:
+        result = insert_events(conn, doubled)
+    assert (result.inserted, result.duplicates) == (100, 30)
+
+
+def test_users_created_on_first_sight_with_earliest_time(store: Store) -> None:
+    later = validate_events(
+        pd.DataFrame({"user_id": ["new"], "item_id": ["i"], "type": ["like"], "timestamp": [2e9]}),
+        event_types=TYPES,
+    )
+    earlier = validate_events(
+        pd.DataFrame({"user_id": ["new"], "item_id": ["j"], "type": ["skip"], "timestamp": [1e9]}),
+        event_types=TYPES,
+    )
+    for batch in (later, earlier):
+        with store.transaction() as conn:
+            insert_events(conn, batch.valid)
+    with store.read() as conn:
+        rows = conn.execute(select(users.c.user_id, users.c.first_seen)).all()
+    assert [(r[0], r[1]) for r in rows] == [("new", 1e9)]
+
+
+def test_reads_round_trip_every_field_literally(store: Store) -> None:
+    hostile = ["'; DROP TABLE events; --", "../../etc/passwd", "ünïcødé ✓ 用户", "x" * 512]
+    frame = pd.DataFrame(
+        {
+            "user_id": hostile,
+            "item_id": list(reversed(hostile)),
+            "type": ["view", "rating", "play", "like"],
+            "timestamp": [1_700_000_000.123456, 1.0, 2.0, 3.0],
+            "dwell_seconds": [12.5, None, None, None],
+            "value": [None, 4.5, 7, None],
+        }
+    )
+    checked = validate_events(frame, event_types=TYPES)
+    assert checked.rejects.empty
+    with store.transaction() as conn:
+        insert_events(conn, checked.valid)
+    with store.read() as conn:
+        read = pd.concat(list(iter_events(conn, chunk_rows=3)), ignore_index=True)
+        mine = user_events(conn, hostile[0])
+    got = read.sort_values("user_id").reset_index(drop=True)
+    want = checked.valid.sort_values("user_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    assert mine["item_id"].tolist() == [hostile[3]]
+    assert mine["timestamp"].iloc[0] == pytest.approx(1_700_000_000.123456, abs=1e-6)
+
+
+def test_sqlite_and_postgres_store_the_same_rows(tmp_path, postgres_url: str) -> None:
+    from recsys.store.engine import make_engine
+
+    frames = []
+    checked = validate_events(_events(3_000, seed=7), event_types=TYPES)
+    for url in (f"sqlite:///{tmp_path / 'parity.db'}", postgres_url):
+        store = Store(make_engine(url))
+        with store.transaction() as conn:
+            insert_events(conn, checked.valid)
+        with store.read() as conn:
+            frame = pd.concat(list(iter_events(conn)), ignore_index=True)
+        frames.append(frame.sort_values("event_id").reset_index(drop=True))
+        store.dispose()
+    pd.testing.assert_frame_equal(frames[0], frames[1])
