@@ -167,7 +167,7 @@ def test_cli_exit_codes_and_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("RECSYS_DATABASE_URL", raising=False)
     config.get_settings.cache_clear()
     runner = CliRunner()
-    good = write(tmp_path / "good.csv", GOOD + [BAD[0][0]])
+    good = write(tmp_path / "good.csv", [*GOOD, BAD[0][0]])
     result = runner.invoke(app, ["import", "events", str(good)])
     assert result.exit_code == 0, result.output
     assert "inserted=5" in result.output and "rejected=1" in result.output
