@@ -1,0 +1,193 @@
+"""Events to interaction weights: the one place that decides what a like, a skip or a
+40-second view is worth.
+
+Each event gets a signed weight (see ``SignalWeights`` in ``recsys.config`` for the
+defaults and the reasoning behind each), optionally decayed by age; the weights of all
+events on one (user, item) pair are summed and clipped. The result is one confidence
+matrix with its id maps (``recsys.dataset.InteractionData``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys.columns import DWELL, ITEM_ID, TIMESTAMP, TYPE, USER_ID, VALUE
+from recsys.config import SignalWeights
+from recsys.dataset import IdMap, InteractionData
+
+SECONDS_PER_DAY = 86_400.0
+
+
+def event_weights(
+    events: pd.DataFrame,
+    weights: SignalWeights,
+    *,
+    item_durations: np.ndarray,
+    reference_dwell: float,
+    custom_weights: Mapping[str, float] | None = None,
+    now: float | None = None,
+) -> np.ndarray:
+    """One signed weight per event row.
+
+    ``item_durations`` is aligned with ``events`` (NaN where the item has no length);
+    views of such items are measured against ``reference_dwell``, the catalogue's median
+    dwell.
+    """
+    types = events[TYPE].to_numpy()
+    value = events[VALUE].to_numpy(np.float64)
+    dwell = events[DWELL].to_numpy(np.float64)
+    out = np.zeros(len(events), dtype=np.float64)
+
+    out[types == "like"] = weights.like
+    out[types == "dislike"] = weights.dislike
+    out[types == "skip"] = weights.skip
+
+    is_view = types == "view"
+    if is_view.any():
+        length = np.where(np.isnan(item_durations), reference_dwell, item_durations)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fraction = np.clip(dwell / np.maximum(length, 1e-9), 0.0, 1.0)
+        fraction = np.nan_to_num(fraction, nan=0.0)
+        view_weight = np.where(
+            fraction < weights.view_bounce_fraction,
+            weights.view_bounce,
+            weights.view_full * fraction,
+        )
+        out[is_view] = view_weight[is_view]
+
+    is_rating = types == "rating"
+    if is_rating.any():
+        rating = np.select(
+            [value >= weights.rating_positive_at, value <= weights.rating_negative_at],
+            [
+                weights.rating_scale * (1.0 + value - weights.rating_positive_at),
+                weights.rating_negative,
+            ],
+            default=weights.rating_neutral,
+        )
+        out[is_rating] = rating[is_rating]
+
+    is_play = types == "play"
+    if is_play.any():
+        plays = weights.play_scale * np.log1p(np.maximum(np.nan_to_num(value, nan=1.0), 0.0))
+        out[is_play] = plays[is_play]
+
+    for name, weight in (custom_weights or {}).items():
+        out[types == name] = weight
+
+    if weights.half_life_days > 0:
+        timestamps = events[TIMESTAMP].to_numpy(np.float64)
+        reference = float(np.max(timestamps)) if now is None else now
+        age_days = np.maximum(reference - timestamps, 0.0) / SECONDS_PER_DAY
+        out *= np.power(0.5, age_days / weights.half_life_days)
+    return out
+
+
+class InteractionBuilder:
+    """Accumulates streamed event chunks into one interaction matrix.
+
+    Ids are mapped to indices per chunk and only (row, col, weight) triples are kept, so
+    memory grows with the number of distinct pairs, not with the raw log. Views of items
+    without a duration wait until the catalogue median dwell is known from all chunks.
+    """
+
+    def __init__(
+        self,
+        weights: SignalWeights,
+        *,
+        items: pd.DataFrame,
+        custom_weights: Mapping[str, float] | None = None,
+        now: float,
+    ) -> None:
+        """``now`` is the time decay is measured from: the newest event, or the run time."""
+        self.weights = weights
+        self.custom_weights = dict(custom_weights or {})
+        self.now = now
+        self._item_ids = IdMap(items[ITEM_ID].astype(str))
+        self._durations = items["duration_seconds"].to_numpy(np.float64)
+        self._user_ids = IdMap([])
+        self._rows: list[np.ndarray] = []
+        self._cols: list[np.ndarray] = []
+        self._vals: list[np.ndarray] = []
+        self._pending: list[pd.DataFrame] = []  # views with no item duration
+        self._dwell_samples: list[np.ndarray] = []
+        self.n_events = 0
+        self.max_timestamp = -np.inf
+
+    def add(self, events: pd.DataFrame) -> None:
+        if events.empty:
+            return
+        self.n_events += len(events)
+        self.max_timestamp = max(self.max_timestamp, float(events[TIMESTAMP].max()))
+        self._user_ids = self._user_ids.add(events[USER_ID])
+        self._item_ids = self._item_ids.add(events[ITEM_ID])
+        cols = self._item_ids.to_internal(events[ITEM_ID])
+        durations = np.full(len(events), np.nan)
+        known = cols < len(self._durations)
+        durations[known] = self._durations[cols[known]]
+        views = (events[TYPE] == "view").to_numpy()
+        if views.any():
+            self._dwell_samples.append(events[DWELL].to_numpy(np.float64)[views])
+        deferred = views & np.isnan(durations)
+        if deferred.any():
+            self._pending.append(events[deferred])
+        ready = ~deferred
+        if ready.any():
+            self._append(events[ready], durations[ready], reference_dwell=np.nan)
+
+    def _append(self, events: pd.DataFrame, durations: np.ndarray, reference_dwell: float) -> None:
+        weights = event_weights(
+            events,
+            self.weights,
+            item_durations=durations,
+            reference_dwell=reference_dwell,
+            custom_weights=self.custom_weights,
+            now=self.now,
+        )
+        self._rows.append(self._user_ids.to_internal(events[USER_ID]).astype(np.int32))
+        self._cols.append(self._item_ids.to_internal(events[ITEM_ID]).astype(np.int32))
+        self._vals.append(weights.astype(np.float32))
+
+    @property
+    def reference_dwell(self) -> float:
+        if not self._dwell_samples:
+            return 1.0
+        samples = np.concatenate(self._dwell_samples)
+        samples = samples[np.isfinite(samples)]
+        return float(np.median(samples)) if len(samples) else 1.0
+
+    def build(self) -> InteractionData:
+        reference = self.reference_dwell
+        for pending in self._pending:
+            self._append(pending, np.full(len(pending), np.nan), reference_dwell=reference)
+        self._pending = []
+        rows = np.concatenate(self._rows) if self._rows else np.zeros(0, np.int32)
+        cols = np.concatenate(self._cols) if self._cols else np.zeros(0, np.int32)
+        vals = np.concatenate(self._vals) if self._vals else np.zeros(0, np.float32)
+        matrix = sp.coo_matrix(
+            (vals, (rows, cols)), shape=(len(self._user_ids), len(self._item_ids))
+        ).tocsr()
+        matrix.sum_duplicates()
+        limit = self.weights.max_abs_weight
+        np.clip(matrix.data, -limit, limit, out=matrix.data)
+        matrix.eliminate_zeros()
+        return InteractionData(matrix=matrix, users=self._user_ids, items=self._item_ids)
+
+
+def build_interactions(
+    chunks: Iterable[pd.DataFrame],
+    weights: SignalWeights,
+    *,
+    items: pd.DataFrame,
+    custom_weights: Mapping[str, float] | None = None,
+    now: float,
+) -> InteractionData:
+    """Convenience wrapper: all chunks through one ``InteractionBuilder``."""
+    builder = InteractionBuilder(weights, items=items, custom_weights=custom_weights, now=now)
+    for chunk in chunks:
+        builder.add(chunk)
+    return builder.build()
