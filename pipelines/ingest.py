@@ -370,3 +370,32 @@ def frame_chunks(frames: Iterable[pd.DataFrame]) -> Iterator[Chunk]:
         frame = frame.reset_index(drop=True)
         yield Chunk(frame, np.arange(first, first + len(frame)), bytes_read=len(frame))
         first += len(frame)
+
+
+def import_frames(
+    store: Store,
+    settings: Settings,
+    items: pd.DataFrame,
+    events: pd.DataFrame | Iterable[pd.DataFrame],
+    *,
+    chunk_rows: int | None = None,
+) -> tuple[ImportSummary, ImportSummary]:
+    """Import an in-memory catalogue and event frames (dataset adapters, the demo world)."""
+    chunk_rows = chunk_rows or settings.import_chunk_rows
+    item_summary = import_chunks(
+        store, settings, "items", frame_chunks(_split(items, chunk_rows)), rejects_path=None
+    )
+    frames = _split(events, chunk_rows) if isinstance(events, pd.DataFrame) else events
+    event_summary = import_chunks(
+        store,
+        settings,
+        "events",
+        frame_chunks(frames),
+        rejects_path=default_rejects_path(settings, Path("events")),
+    )
+    return item_summary, event_summary
+
+
+def _split(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:
+    for start in range(0, len(frame), rows):
+        yield frame.iloc[start : start + rows]

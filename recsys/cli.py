@@ -16,11 +16,18 @@ import typer
 from recsys.config import get_settings
 from recsys.store import open_store
 
-app = typer.Typer(help="Personalized feeds from interaction logs.", no_args_is_help=True)
+# Tracebacks never print local variables: they may hold API keys or database passwords.
+app = typer.Typer(
+    help="Personalized feeds from interaction logs.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 db_app = typer.Typer(help="Manage the relational store.", no_args_is_help=True)
 import_app = typer.Typer(help="Import items, events and public datasets.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
+models_app = typer.Typer(help="List published model versions and roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 log = logging.getLogger("recsys")
 
@@ -123,6 +130,143 @@ def import_items(path: Path, strict: StrictOption = False, rejects: RejectsOptio
 def import_events(path: Path, strict: StrictOption = False, rejects: RejectsOption = None) -> None:
     """Import events from CSV, JSON Lines or Parquet (idempotent by event_id)."""
     _import("events", path, strict, rejects)
+
+
+def _import_dataset(reader_name: str, directory: Path) -> None:
+    import pipelines.datasets as datasets
+    from pipelines.ingest import import_frames
+
+    settings = get_settings()
+    reader = getattr(datasets, reader_name)
+    try:
+        items, events = reader(directory)
+    except FileNotFoundError as exc:
+        raise _fail(str(exc)) from exc
+    item_summary, event_summary = import_frames(open_store(settings), settings, items, events)
+    _print_summary(item_summary)
+    _print_summary(event_summary)
+    if event_summary.accepted == 0:
+        raise _fail("no event was accepted")
+
+
+@import_app.command("movielens")
+def import_movielens(directory: Path) -> None:
+    """Import a MovieLens download (ml-latest-small or ml-100k layout)."""
+    _import_dataset("read_movielens", directory)
+
+
+@import_app.command("lastfm")
+def import_lastfm(directory: Path) -> None:
+    """Import the HetRec 2011 Last.fm dataset (hetrec2011-lastfm-2k)."""
+    _import_dataset("read_lastfm", directory)
+
+
+@app.command()
+def demo(
+    seed: Annotated[int, typer.Option(help="Same seed, same world.")] = 42,
+    scale: Annotated[
+        float, typer.Option(help="1.0 is ~2k items, 1k users, 100k events; 100 is 10M events.")
+    ] = 1.0,
+) -> None:
+    """Generate a synthetic but believable world and import it into the store."""
+    from pipelines.demo_world import generate_world
+    from pipelines.ingest import import_frames
+
+    if scale <= 0:
+        raise _fail("--scale must be positive")
+    settings = get_settings()
+    world = generate_world(seed=seed, scale=scale)
+    typer.echo(f"demo world: {world.n_items} items, {world.n_users} users (seed {seed})")
+    item_summary, event_summary = import_frames(
+        open_store(settings), settings, world.items, world.iter_events()
+    )
+    _print_summary(item_summary)
+    _print_summary(event_summary)
+
+
+@app.command("train")
+def train_command(
+    force: Annotated[
+        bool, typer.Option("--force", help="Publish even if the quality gate refuses.")
+    ] = False,
+) -> None:
+    """The nightly job: train ALS, hybrid and content embeddings and publish them."""
+    from pipelines.train import GateRefused, TrainingError, train
+
+    settings = get_settings()
+    store = open_store(settings)
+    try:
+        result = train(store, settings, force=force)
+    except TrainingError as exc:
+        raise _fail(str(exc)) from exc
+    except GateRefused as exc:
+        raise _fail(
+            f"not published: {exc} (the live model is unchanged; --force overrides)"
+        ) from exc
+    stats = result.data_stats
+    rows = [
+        ("version", result.version),
+        ("published", "yes" if result.published else "no"),
+        ("events", f"{stats.get('events', 0):,}"),
+        ("users", f"{stats.get('users', 0):,}"),
+        ("items", f"{stats.get('items', 0):,}"),
+    ]
+    gate = result.metrics.get("gate", {})
+    if "skipped" in gate:
+        rows.append(("gate", f"skipped: {gate['skipped']}"))
+    else:
+        for name, values in gate.items():
+            rows.append((f"gate {name} ndcg@10", f"{values['ndcg@10']:.4f}"))
+    rows += [(f"time {name}", f"{seconds:.1f}s") for name, seconds in result.timings.items()]
+    rows.append(("time total", f"{sum(result.timings.values()):.1f}s"))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        typer.echo(f"{name.ljust(width)}  {value}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Training runs, newest first, and which version is live."""
+    from recsys.store.runs import list_runs
+    from recsys.vectors.versions import open_vector_store
+
+    settings = get_settings()
+    with open_vector_store(settings) as vectors:
+        live = vectors.live_version()
+        available = {v.version for v in vectors.list_versions()}
+    with open_store(settings).read() as conn:
+        runs = list_runs(conn)
+    if not runs:
+        typer.echo("no training runs yet; run `recsys train`")
+        return
+    for run in runs:
+        marker = "*" if run.version == live else " "
+        ndcg = run.metrics.get("gate", {}).get("als", {}).get("ndcg@10")
+        quality = f"ndcg@10={ndcg:.4f}" if ndcg is not None else ""
+        vectors_state = "vectors" if run.version in available else ""
+        typer.echo(
+            f"{marker} {run.version}  {run.status:<9}  {quality:<16} {vectors_state:<7} "
+            f"{run.message or ''}".rstrip()
+        )
+
+
+@models_app.command("rollback")
+def models_rollback(version: str) -> None:
+    """Make an earlier complete VERSION live again."""
+    from recsys.store.runs import mark_published
+    from recsys.vectors.versions import open_vector_store
+
+    settings = get_settings()
+    if not (settings.artifacts_dir / version).is_dir():
+        raise _fail(f"no artifacts for version {version}; see `recsys models list`")
+    with open_vector_store(settings) as vectors:
+        try:
+            vectors.rollback(version)
+        except (ValueError, LookupError) as exc:
+            raise _fail(str(exc)) from exc
+    with open_store(settings).transaction() as conn:
+        mark_published(conn, version)
+    typer.echo(f"live version is now {version}")
 
 
 def main() -> None:  # pragma: no cover - console entry

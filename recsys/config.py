@@ -10,6 +10,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from recsys.models.configs import ALSConfig, ContentConfig, HybridConfig
+
 BUILTIN_EVENT_TYPES = ("like", "dislike", "skip", "view", "rating", "play")
 
 
@@ -63,6 +65,9 @@ class Settings(BaseSettings):
     # Extra event types and the weight each one contributes, e.g. {"share": 3, "purchase": 6}.
     custom_event_types: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
     signals: SignalWeights = Field(default_factory=SignalWeights)
+    als: ALSConfig = Field(default_factory=ALSConfig)
+    hybrid: HybridConfig = Field(default_factory=HybridConfig)
+    content: ContentConfig = Field(default_factory=ContentConfig)
     # "key:scope,key:scope" where scope is read or write (write implies read).
     api_keys: str = ""
     keep_versions: int = 3
@@ -70,6 +75,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = 4 * 1024 * 1024
     # Quality gate: a new model may not be worse than the live one by more than this fraction.
     gate_margin: float = 0.05
+    # Share of the newest events held out to evaluate a run before it may publish.
+    gate_holdout_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
 
     @field_validator("custom_event_types", mode="before")
     @classmethod

@@ -180,3 +180,19 @@ def test_cli_exit_codes_and_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     result = runner.invoke(app, ["import", "events", str(unknown)])
     assert result.exit_code == 1 and "unknown file type" in result.output
     config.get_settings.cache_clear()
+
+
+def test_movielens_import_end_to_end_is_idempotent(store: Store, settings: Settings) -> None:
+    from pipelines.datasets import read_movielens
+    from pipelines.ingest import import_frames
+    from tests.conftest import require_datasets
+
+    if store.dialect == "postgresql":
+        pytest.skip("the SQLite run covers the adapter; parity is tested separately")
+    items, events = read_movielens(require_datasets("ml-latest-small"))
+    item_summary, event_summary = import_frames(store, settings, items, events)
+    assert (item_summary.inserted, event_summary.inserted) == (9_742, 100_836)
+    again = import_frames(store, settings, items, events)[1]
+    assert (again.inserted, again.duplicates) == (0, 100_836)
+    with store.read() as conn:
+        assert count_events(conn) == 100_836
