@@ -9,12 +9,15 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from recsys.config import get_settings
 from recsys.store import open_store
+
+if TYPE_CHECKING:
+    from recsys.feed import Recommender
 
 # Tracebacks never print local variables: they may hold API keys or database passwords.
 app = typer.Typer(
@@ -267,6 +270,82 @@ def models_rollback(version: str) -> None:
     with open_store(settings).transaction() as conn:
         mark_published(conn, version)
     typer.echo(f"live version is now {version}")
+
+
+def _open_recommender() -> "Recommender":
+    from recsys.feed import Recommender
+
+    settings = get_settings()
+    recommender = Recommender.open(open_store(settings), settings)
+    if recommender.model_version is None:
+        recommender.close()
+        raise _fail("no model has been published yet: run `recsys train`")
+    return recommender
+
+
+def _print_items(items: list[Any], as_json: bool, payload: dict[str, Any]) -> None:
+    from dataclasses import asdict
+
+    if as_json:
+        payload["items"] = [asdict(item) for item in items]
+        typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+        return
+    for rank, item in enumerate(items, start=1):
+        typer.echo(f"{rank:>3}. {item.item_id:<24} {item.score:7.3f}  {item.reason}")
+
+
+@app.command()
+def feed(
+    user_id: str,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page")] = None,
+    category: Annotated[list[str] | None, typer.Option(help="Only these categories.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the page as JSON.")] = False,
+) -> None:
+    """One page of USER_ID's feed, with the reason for each pick."""
+    from recsys.feed import FeedFilters, InvalidCursor
+
+    recommender = _open_recommender()
+    try:
+        page = recommender.feed(
+            user_id, limit=limit, cursor=cursor, filters=FeedFilters(categories=category or None)
+        )
+    except InvalidCursor as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        recommender.close()
+    _print_items(
+        page.items,
+        as_json,
+        {
+            "user_id": page.user_id,
+            "model_version": page.model_version,
+            "next_cursor": page.next_cursor,
+            "degraded": page.degraded,
+        },
+    )
+
+
+@app.command()
+def similar(
+    item_id: str,
+    kind: Annotated[str, typer.Option(help="content, behavioural or blend")] = "content",
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Items similar to ITEM_ID."""
+    from recsys.feed import UnknownItem
+
+    recommender = _open_recommender()
+    try:
+        items = recommender.similar(item_id, kind=kind, limit=limit)  # type: ignore[arg-type]
+    except UnknownItem as exc:
+        raise _fail(f"unknown item {item_id!r}") from exc
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        recommender.close()
+    _print_items(items, as_json, {"item_id": item_id, "model_version": recommender.model_version})
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -47,6 +47,52 @@ class SignalWeights(BaseModel):
     max_abs_weight: float = 10.0
 
 
+class FeedConfig(BaseModel):
+    """How the recommender blends its candidate sources (see ``recsys.feed``)."""
+
+    # Candidates fetched per source before blending; more means better recall, slower pages.
+    candidates_per_source: int = 100
+    # Source weights for a user with a full history ("warm") and with none ("cold"); a user
+    # in between is interpolated by history length, so cold users lean on content and
+    # popularity and warm users on behaviour.
+    warm_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "behavioural": 1.0,
+            "hybrid": 0.5,
+            "content": 0.35,
+            "fresh": 0.15,
+            "popular": 0.05,
+        }
+    )
+    cold_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "behavioural": 0.0,
+            "hybrid": 0.3,
+            "content": 0.6,
+            "fresh": 0.3,
+            "popular": 0.6,
+        }
+    )
+    # Number of events after which a user counts as fully warm.
+    warm_after_events: int = 20
+    # Items with fewer positive users than this are "cold": content and hybrid scores are
+    # boosted for them because behaviour cannot vouch for them yet.
+    cold_item_interactions: int = 5
+    cold_item_boost: float = 0.5
+    # A view shorter than this does not mark an item as consumed (the user bounced).
+    seen_view_seconds: float = 5.0
+    # MMR trade-off between relevance (1.0) and novelty against the page so far (0.0).
+    mmr_lambda: float = 0.75
+    # No category may fill more than this share of a page, unless the user likes only one.
+    max_category_share: float = 0.5
+    # Feedback fatigue: candidates similar to recent skips lose up to this much score,
+    # fading with the skip's age.
+    fatigue_penalty: float = 0.5
+    fatigue_half_life_hours: float = 24.0
+    # Recent events read per request for the real-time user vector.
+    history_events: int = 500
+
+
 class Settings(BaseSettings):
     """Configuration for the library, the pipelines and the service."""
 
@@ -68,6 +114,7 @@ class Settings(BaseSettings):
     als: ALSConfig = Field(default_factory=ALSConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
     content: ContentConfig = Field(default_factory=ContentConfig)
+    feed: FeedConfig = Field(default_factory=FeedConfig)
     # "key:scope,key:scope" where scope is read or write (write implies read).
     api_keys: str = ""
     keep_versions: int = 3

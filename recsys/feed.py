@@ -1,0 +1,919 @@
+"""The recommender: candidates from Qdrant, a blend that adapts to history, filters,
+diversity and an explanation for every pick.
+
+One request builds one page:
+
+1. read the user's recent events from the store (so a like is felt on the next page);
+2. fold the user in: a fresh ALS vector from those events, plus their recent positive and
+   negative items as examples for content and hybrid recommend queries;
+3. gather candidates per source (behavioural, hybrid, content, fresh, popular), with
+   consumed items, page history and request filters pushed down into Qdrant;
+4. normalise each source's scores to [0, 1] and blend them with weights that depend on
+   how much history the user has and how many interactions each item has;
+5. demote items close to recent skips (fatigue), then pick the page with MMR over content
+   vectors and a per-category cap;
+6. explain each pick by its strongest source.
+
+Everything version-specific (models, index, catalogue snapshot) lives in one immutable
+``ServingState`` that ``refresh()`` swaps atomically when a new version is published.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from recsys.columns import ITEM_ID, TIMESTAMP, TYPE
+from recsys.config import FeedConfig, Settings
+from recsys.models.als import ALSModel
+from recsys.models.content import ContentModel
+from recsys.models.hybrid import HybridModel
+from recsys.signals import event_weights
+from recsys.store import Store
+from recsys.store.catalog import load_items, upsert_items
+from recsys.store.events import InsertResult, insert_events, user_events
+from recsys.store.schema import events as events_table
+from recsys.vectors.base import Hit, ItemFilter, VectorIndex
+from recsys.vectors.versions import VectorStore, open_vector_store
+
+log = logging.getLogger("recsys.feed")
+
+SOURCES = ("behavioural", "hybrid", "content", "fresh", "popular")
+# Qdrant vector name behind each vector source.
+VECTOR_OF = {"behavioural": "als", "hybrid": "hybrid", "content": "content"}
+MAX_CURSOR_ITEMS = 1_000
+CURSOR_VERSION = 1
+POSITIVE_EXAMPLES = 10
+NEGATIVE_EXAMPLES = 5
+SimilarKind = Literal["content", "behavioural", "blend"]
+
+
+class InvalidCursor(ValueError):
+    """A cursor that this service did not issue, or that was damaged."""
+
+
+class UnknownItem(KeyError):
+    """An item id that is not in the catalogue."""
+
+
+class NoModel(RuntimeError):
+    """No model version has been published yet."""
+
+
+@dataclass
+class FeedItem:
+    item_id: str
+    score: float
+    sources: list[str]
+    reason: str
+    breakdown: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FeedPage:
+    user_id: str
+    items: list[FeedItem]
+    model_version: str | None
+    next_cursor: str | None
+    degraded: bool = False
+
+
+@dataclass
+class FeedFilters:
+    categories: list[str] | None = None
+    tags: list[str] | None = None
+    exclude_ids: list[str] | None = None
+
+
+# --- cursors -----------------------------------------------------------------------------
+
+
+def _item_hash(item_id: str) -> bytes:
+    return hashlib.blake2b(item_id.encode(), digest_size=8).digest()
+
+
+def encode_cursor(served: Sequence[bytes], page: int) -> str:
+    """An opaque, compact token holding 8-byte hashes of the items already served."""
+    payload = (
+        bytes([CURSOR_VERSION]) + page.to_bytes(4, "big") + b"".join(served[-MAX_CURSOR_ITEMS:])
+    )
+    return base64.urlsafe_b64encode(zlib.compress(payload)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[set[bytes], int]:
+    try:
+        raw = zlib.decompress(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, zlib.error) as exc:
+        raise InvalidCursor("cursor is not one this service issued") from exc
+    if len(raw) < 5 or raw[0] != CURSOR_VERSION or (len(raw) - 5) % 8:
+        raise InvalidCursor("cursor is not one this service issued")
+    body = raw[5:]
+    return {body[i : i + 8] for i in range(0, len(body), 8)}, int.from_bytes(raw[1:5], "big")
+
+
+# --- serving state ------------------------------------------------------------------------
+
+
+@dataclass
+class Catalogue:
+    """An in-memory snapshot of the catalogue for the parts that need every item at once:
+    popularity and freshness fallbacks, titles for reasons, content vectors for MMR."""
+
+    ids: list[str]
+    index: dict[str, int]
+    titles: list[str]
+    categories: np.ndarray  # object array, None allowed
+    tags: list[list[str]]
+    created_at: np.ndarray
+    durations: np.ndarray
+    popularity: np.ndarray  # positive users per item at training time
+    trending: np.ndarray  # time-decayed recent positive events
+    content: np.ndarray  # unit content vectors (rows align with ids)
+    als_known: np.ndarray  # ALS model column per item, -1 when unknown
+
+    def rows(self, item_ids: Iterable[str]) -> np.ndarray:
+        return np.fromiter((self.index.get(i, -1) for i in item_ids), dtype=np.int64)
+
+
+@dataclass
+class ServingState:
+    version: str
+    trained_at: float
+    index: VectorIndex
+    als: ALSModel
+    hybrid: HybridModel
+    content_model: ContentModel
+    catalogue: Catalogue
+    reference_dwell: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _normalise(scores: np.ndarray) -> np.ndarray:
+    """Min-max to [0, 1] within one source's candidate list (a single candidate gets 1)."""
+    if len(scores) == 0:
+        return scores
+    low, high = float(scores.min()), float(scores.max())
+    if high - low < 1e-12:
+        return np.ones_like(scores)
+    return (scores - low) / (high - low)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class Recommender:
+    """Feeds, similar items, and the write paths that must be felt at once."""
+
+    def __init__(self, store: Store, settings: Settings, vectors: VectorStore) -> None:
+        self.store = store
+        self.settings = settings
+        self.config: FeedConfig = settings.feed
+        self.vectors = vectors
+        self._state: ServingState | None = None
+        self._retired: list[ServingState] = []
+        self._swap_lock = threading.Lock()
+        self._index_error: str | None = None
+
+    @classmethod
+    def open(cls, store: Store, settings: Settings) -> Recommender:
+        recommender = cls(store, settings, open_vector_store(settings))
+        recommender.refresh()
+        return recommender
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def model_version(self) -> str | None:
+        state = self._state
+        return state.version if state else None
+
+    def refresh(self) -> bool:
+        """Load the live version if it changed. Cheap when nothing changed; thread-safe."""
+        try:
+            live = self.vectors.live_version()
+        except Exception as exc:  # the index itself is unreachable
+            self._index_error = f"{type(exc).__name__}: {exc}"
+            return False
+        if live is None or (self._state is not None and self._state.version == live):
+            return False
+        with self._swap_lock:
+            if self._state is not None and self._state.version == live:
+                return False
+            try:
+                state = self._load_state(live)
+            except Exception as exc:
+                self._index_error = f"{type(exc).__name__}: {exc}"
+                log.exception("could not load model version %s; keeping the current one", live)
+                return False
+            previous, self._state = self._state, state
+            self._index_error = None
+            # Requests in flight may still hold the previous state; close it one swap later.
+            for old in self._retired:
+                old.index.close()
+            self._retired = [previous] if previous else []
+            log.info("serving model version %s", live)
+            return True
+
+    def _load_state(self, version: str) -> ServingState:
+        directory = self.settings.artifacts_dir / version
+        manifest = json.loads((directory / "manifest.json").read_text())
+        als = ALSModel.load(directory / "als")
+        hybrid = HybridModel.load(directory / "hybrid")
+        content_model = ContentModel.load(directory / "content")
+        index = self.vectors.open_version(version)
+        with self.store.read() as conn:
+            items = load_items(conn)
+        popularity_file = directory / "popularity.npy"
+        popularity = (
+            np.load(popularity_file, allow_pickle=False) if popularity_file.exists() else None
+        )
+        catalogue = self._build_catalogue(items, als, content_model, popularity)
+        return ServingState(
+            version=version,
+            trained_at=float(manifest.get("trained_at", time.time())),
+            index=index,
+            als=als,
+            hybrid=hybrid,
+            content_model=content_model,
+            catalogue=catalogue,
+            reference_dwell=float(manifest.get("data_stats", {}).get("reference_dwell", 60.0)),
+        )
+
+    def _build_catalogue(
+        self,
+        items: pd.DataFrame,
+        als: ALSModel,
+        content_model: ContentModel,
+        popularity_by_model_row: np.ndarray | None,
+    ) -> Catalogue:
+        assert content_model.items is not None and content_model.item_factors is not None
+        assert als.items is not None
+        # Items seen only in events still belong in the snapshot.
+        known = pd.Index(items[ITEM_ID])
+        extra = [i for i in content_model.items.external_ids if i not in known]
+        if extra:
+            items = pd.concat(
+                [
+                    items,
+                    pd.DataFrame(
+                        {ITEM_ID: extra, "title": "", "text": "", "tags": [[]] * len(extra)}
+                    ),
+                ],
+                ignore_index=True,
+            )
+        ids = items[ITEM_ID].astype(str).tolist()
+        content_rows = content_model.items.to_internal(ids, strict=False)
+        content = np.zeros((len(ids), content_model.item_factors.shape[1]), dtype=np.float32)
+        have = content_rows >= 0
+        content[have] = content_model.item_factors[content_rows[have]]
+        missing = ~have
+        if missing.any():
+            content[missing] = content_model.encode(items[missing])
+        popularity = np.zeros(len(ids))
+        if popularity_by_model_row is not None:
+            popularity[have] = popularity_by_model_row[content_rows[have]]
+        catalogue = Catalogue(
+            ids=ids,
+            index={item_id: row for row, item_id in enumerate(ids)},
+            titles=items["title"].fillna("").astype(str).tolist(),
+            categories=items["category"].to_numpy(dtype=object)
+            if "category" in items
+            else np.full(len(ids), None),
+            tags=[list(t) if isinstance(t, list) else [] for t in items["tags"]],
+            created_at=pd.to_numeric(items.get("created_at"), errors="coerce").to_numpy(np.float64)
+            if "created_at" in items
+            else np.full(len(ids), np.nan),
+            durations=pd.to_numeric(items.get("duration_seconds"), errors="coerce").to_numpy(
+                np.float64
+            )
+            if "duration_seconds" in items
+            else np.full(len(ids), np.nan),
+            popularity=popularity,
+            trending=np.zeros(len(ids)),
+            content=_unit(content).astype(np.float32),
+            als_known=als.items.to_internal(ids, strict=False),
+        )
+        catalogue.trending = self._trending(catalogue)
+        return catalogue
+
+    def _trending(
+        self, catalogue: Catalogue, days: float = 14.0, half_life_days: float = 3.0
+    ) -> np.ndarray:
+        """Time-decayed count of recent positive events per item, from the store."""
+        from sqlalchemy import func, select
+
+        with self.store.read() as conn:
+            newest = conn.execute(select(func.max(events_table.c.timestamp))).scalar()
+            if newest is None:
+                return np.zeros(len(catalogue.ids))
+            rows = conn.execute(
+                select(events_table.c.item_id, events_table.c.timestamp)
+                .where(events_table.c.timestamp >= newest - days * 86_400)
+                .where(events_table.c.type.in_(["like", "play", "rating", "view"]))
+                .limit(2_000_000)
+            ).all()
+        trending = np.zeros(len(catalogue.ids))
+        if rows:
+            frame = pd.DataFrame(rows, columns=[ITEM_ID, TIMESTAMP])
+            weight = np.power(
+                0.5, (newest - frame[TIMESTAMP].to_numpy(float)) / (half_life_days * 86_400)
+            )
+            sums = pd.Series(weight).groupby(frame[ITEM_ID].to_numpy()).sum()
+            row = catalogue.rows(sums.index)
+            keep = row >= 0
+            trending[row[keep]] = sums.to_numpy()[keep]
+        return trending
+
+    def ready(self) -> dict[str, bool]:
+        status = {"store": False, "index": False, "model": self._state is not None}
+        try:
+            with self.store.read() as conn:
+                conn.exec_driver_sql("select 1")
+            status["store"] = True
+        except Exception:
+            status["store"] = False
+        state = self._state
+        if state is not None:
+            try:
+                state.index.count()
+                status["index"] = True
+            except Exception:
+                status["index"] = False
+        return status
+
+    def close(self) -> None:
+        with self._swap_lock:
+            for state in [*self._retired, self._state]:
+                if state is not None:
+                    state.index.close()
+            self._retired, self._state = [], None
+            self.vectors.close()
+
+    def _require_state(self) -> ServingState:
+        state = self._state
+        if state is None:
+            self.refresh()
+            state = self._state
+        if state is None:
+            raise NoModel("no model has been published yet: run `recsys train`")
+        return state
+
+    # --- the user's history ----------------------------------------------------------------
+
+    def _history(self, state: ServingState, user_id: str) -> pd.DataFrame:
+        """Recent events with their signal weights and catalogue rows, newest first."""
+        events = user_events_frame(self.store, user_id, self.config.history_events)
+        if events.empty:
+            events["weight"] = np.zeros(0)
+            events["row"] = np.zeros(0, dtype=np.int64)
+            return events
+        catalogue = state.catalogue
+        rows = catalogue.rows(events[ITEM_ID])
+        durations = np.where(rows >= 0, catalogue.durations[np.maximum(rows, 0)], np.nan)
+        events["weight"] = event_weights(
+            events,
+            self.settings.signals,
+            item_durations=durations,
+            reference_dwell=state.reference_dwell,
+            custom_weights=self.settings.custom_event_types,
+        )
+        events["row"] = rows
+        return events
+
+    def _consumed(self, history: pd.DataFrame) -> list[str]:
+        """Items that never come back: everything touched except bounced views."""
+        if history.empty:
+            return []
+        bounced = (history[TYPE] == "view") & (
+            history["dwell_seconds"] < self.config.seen_view_seconds
+        )
+        return history.loc[~bounced, ITEM_ID].drop_duplicates().tolist()
+
+    # --- feed -----------------------------------------------------------------------------
+
+    def feed(
+        self,
+        user_id: str,
+        limit: int = 20,
+        cursor: str | None = None,
+        filters: FeedFilters | None = None,
+    ) -> FeedPage:
+        if not 1 <= limit <= 100:
+            raise ValueError("limit must be between 1 and 100")
+        served, page = decode_cursor(cursor) if cursor else (set(), 0)
+        try:
+            state = self._require_state()
+        except NoModel:
+            return self._degraded_feed(user_id, limit, served, page, filters)
+        history = self._history(state, user_id)
+        try:
+            items = self._rank(state, user_id, history, limit, served, filters)
+        except Exception as exc:
+            if _is_store_error(exc):
+                raise
+            log.warning("vector index unavailable (%s); serving popularity", exc)
+            self._index_error = f"{type(exc).__name__}: {exc}"
+            return self._degraded_feed(user_id, limit, served, page, filters, history)
+        return FeedPage(
+            user_id=user_id,
+            items=items,
+            model_version=state.version,
+            next_cursor=self._next_cursor(served, items, page),
+            degraded=False,
+        )
+
+    def _next_cursor(self, served: set[bytes], items: list[FeedItem], page: int) -> str | None:
+        if not items:
+            return None
+        return encode_cursor([*served, *(_item_hash(i.item_id) for i in items)], page + 1)
+
+    def _rank(
+        self,
+        state: ServingState,
+        user_id: str,
+        history: pd.DataFrame,
+        limit: int,
+        served: set[bytes],
+        filters: FeedFilters | None,
+    ) -> list[FeedItem]:
+        config = self.config
+        catalogue = state.catalogue
+        consumed = self._consumed(history)
+        exclude = list(
+            dict.fromkeys([*consumed, *((filters.exclude_ids or []) if filters else [])])
+        )
+        # Served items are known only by hash: fetch enough extra candidates to cover them.
+        n = config.candidates_per_source + len(served)
+        item_filter = ItemFilter(
+            categories=(filters.categories or None) if filters else None,
+            tags=(filters.tags or None) if filters else None,
+            exclude_ids=exclude or None,
+        )
+        positives = history.loc[history["weight"] > 0, ITEM_ID].drop_duplicates().tolist()
+        negatives = history.loc[history["weight"] < 0, ITEM_ID].drop_duplicates().tolist()
+        warmth = min(1.0, len(history) / max(config.warm_after_events, 1))
+
+        candidates: dict[str, list[Hit]] = {}
+        als_vector = self._als_vector(state, user_id, history)
+        if als_vector is not None:
+            candidates["behavioural"] = state.index.search("als", als_vector, n, item_filter)
+        if positives:
+            candidates["content"] = state.index.recommend(
+                "content",
+                positives[:POSITIVE_EXAMPLES],
+                negatives[:NEGATIVE_EXAMPLES],
+                n,
+                item_filter,
+            )
+            candidates["hybrid"] = state.index.recommend(
+                "hybrid",
+                positives[:POSITIVE_EXAMPLES],
+                negatives[:NEGATIVE_EXAMPLES],
+                n,
+                item_filter,
+            )
+            content_vector = self._content_vector(state, history)
+            if content_vector is not None:
+                fresh_filter = ItemFilter(
+                    categories=item_filter.categories,
+                    tags=item_filter.tags,
+                    exclude_ids=item_filter.exclude_ids,
+                    created_after=state.trained_at - 7 * 86_400,
+                )
+                candidates["fresh"] = state.index.search("content", content_vector, n, fresh_filter)
+        else:
+            candidates["fresh"] = self._newest(catalogue, n, set(exclude), filters)
+        candidates["popular"] = self._popular(catalogue, n, set(exclude), filters)
+
+        # Blend: per-source min-max, then weights interpolated between cold and warm.
+        weights = {
+            s: warmth * config.warm_weights.get(s, 0.0)
+            + (1 - warmth) * config.cold_weights.get(s, 0.0)
+            for s in SOURCES
+        }
+        ids: list[str] = []
+        slot: dict[str, int] = {}
+        parts: list[dict[str, float]] = []
+        for source, hits in candidates.items():
+            if not hits:
+                continue
+            normalised = _normalise(np.array([h.score for h in hits], dtype=np.float64))
+            for hit, value in zip(hits, normalised, strict=True):
+                if served and _item_hash(hit.item_id) in served:
+                    continue
+                position = slot.get(hit.item_id)
+                if position is None:
+                    position = slot[hit.item_id] = len(ids)
+                    ids.append(hit.item_id)
+                    parts.append({})
+                parts[position][source] = float(value)
+        if not ids:
+            return []
+        rows = catalogue.rows(ids)
+        popularity = np.where(rows >= 0, catalogue.popularity[np.maximum(rows, 0)], 0.0)
+        coldness = np.clip(1.0 - popularity / max(config.cold_item_interactions, 1), 0.0, 1.0)
+        breakdowns: list[dict[str, float]] = []
+        scores = np.zeros(len(ids))
+        for position, contributions in enumerate(parts):
+            boost = 1.0 + config.cold_item_boost * coldness[position]
+            breakdown = {}
+            for source, value in contributions.items():
+                factor = boost if source in ("content", "hybrid", "fresh") else 1.0
+                breakdown[source] = weights[source] * value * factor
+            breakdowns.append(breakdown)
+            scores[position] = sum(breakdown.values())
+
+        vectors = np.where(
+            (rows >= 0)[:, None], catalogue.content[np.maximum(rows, 0)], 0.0
+        ).astype(np.float32)
+        penalty = self._fatigue(state, history, vectors)
+        if penalty is not None:
+            scores = scores - penalty
+            for position, value in enumerate(penalty):
+                if value > 1e-6:
+                    breakdowns[position]["fatigue"] = -float(value)
+
+        categories = [catalogue.categories[r] if r >= 0 else None for r in rows]
+        liked_categories = {
+            catalogue.categories[r] for r in history.loc[history["weight"] > 0, "row"] if r >= 0
+        }
+        chosen = self._diversify(
+            scores, vectors, categories, limit, one_category=len(liked_categories) == 1
+        )
+        positive_rows = history.loc[history["weight"] > 0, "row"].to_numpy()
+        positive_rows = positive_rows[positive_rows >= 0][:50]
+        page = []
+        for position in chosen:
+            breakdown = breakdowns[position]
+            sources = sorted((s for s in breakdown if s in SOURCES), key=lambda s: -breakdown[s])
+            page.append(
+                FeedItem(
+                    item_id=ids[position],
+                    score=round(float(scores[position]), 6),
+                    sources=sources,
+                    reason=self._reason(
+                        catalogue, sources, rows[position], vectors[position], positive_rows
+                    ),
+                    breakdown={k: round(v, 6) for k, v in breakdown.items()},
+                )
+            )
+        return page
+
+    def _als_vector(
+        self, state: ServingState, user_id: str, history: pd.DataFrame
+    ) -> np.ndarray | None:
+        """The user's behavioural vector, folded in from their latest events."""
+        known = history["row"].to_numpy() >= 0 if len(history) else np.zeros(0, bool)
+        if len(history) and known.any():
+            columns = state.catalogue.als_known[history["row"].to_numpy()[known]]
+            usable = columns >= 0
+            if usable.any():
+                weights = history["weight"].to_numpy()[known][usable]
+                if np.any(weights > 0):
+                    return state.als.fold_in_user(columns[usable], weights)
+        return state.index.get_user_vector(user_id, "als")
+
+    def _content_vector(self, state: ServingState, history: pd.DataFrame) -> np.ndarray | None:
+        rows = history["row"].to_numpy()
+        weights = history["weight"].to_numpy()
+        keep = rows >= 0
+        if not keep.any():
+            return None
+        negative_weight = self.settings.content.negative_weight
+        w = np.where(weights[keep] > 0, weights[keep], weights[keep] * negative_weight)
+        vector = w @ state.catalogue.content[rows[keep]]
+        norm = float(np.linalg.norm(vector))
+        return (vector / norm).astype(np.float32) if norm > 1e-9 else None
+
+    def _fallback_mask(
+        self, catalogue: Catalogue, exclude: set[str], filters: FeedFilters | None
+    ) -> np.ndarray:
+        mask = np.ones(len(catalogue.ids), dtype=bool)
+        if exclude:
+            rows = catalogue.rows(exclude)
+            mask[rows[rows >= 0]] = False
+        if filters and filters.categories:
+            mask &= np.isin(catalogue.categories, filters.categories)
+        if filters and filters.tags:
+            wanted = set(filters.tags)
+            mask &= np.fromiter(
+                (bool(wanted & set(t)) for t in catalogue.tags),
+                dtype=bool,
+                count=len(catalogue.tags),
+            )
+        return mask
+
+    def _popular(
+        self, catalogue: Catalogue, n: int, exclude: set[str], filters: FeedFilters | None
+    ) -> list[Hit]:
+        score = catalogue.popularity + 2.0 * catalogue.trending
+        return self._top_hits(catalogue, score, n, self._fallback_mask(catalogue, exclude, filters))
+
+    def _newest(
+        self, catalogue: Catalogue, n: int, exclude: set[str], filters: FeedFilters | None
+    ) -> list[Hit]:
+        created = np.nan_to_num(catalogue.created_at, nan=-np.inf)
+        return self._top_hits(
+            catalogue, created, n, self._fallback_mask(catalogue, exclude, filters)
+        )
+
+    @staticmethod
+    def _top_hits(catalogue: Catalogue, score: np.ndarray, n: int, mask: np.ndarray) -> list[Hit]:
+        masked = np.where(mask, score, -np.inf)
+        n = min(n, int(mask.sum()))
+        if n <= 0:
+            return []
+        top = np.argpartition(-masked, n - 1)[:n]
+        top = top[np.argsort(-masked[top], kind="stable")]
+        top = top[np.isfinite(masked[top])]
+        return [Hit(item_id=catalogue.ids[r], score=float(masked[r]), payload={}) for r in top]
+
+    def _fatigue(
+        self, state: ServingState, history: pd.DataFrame, vectors: np.ndarray
+    ) -> np.ndarray | None:
+        """Penalty for candidates close to recent skips and dislikes, fading with age."""
+        if history.empty or self.config.fatigue_penalty <= 0:
+            return None
+        skips = history[(history[TYPE].isin(["skip", "dislike"])) & (history["row"] >= 0)].head(20)
+        if skips.empty:
+            return None
+        now = float(history[TIMESTAMP].max())
+        age_hours = (now - skips[TIMESTAMP].to_numpy(float)) / 3600.0
+        decay = np.power(0.5, age_hours / self.config.fatigue_half_life_hours)
+        skipped = state.catalogue.content[skips["row"].to_numpy()]
+        similarity = np.clip(vectors @ skipped.T, 0.0, 1.0) * decay[None, :]
+        return self.config.fatigue_penalty * similarity.max(axis=1)
+
+    def _diversify(
+        self,
+        scores: np.ndarray,
+        vectors: np.ndarray,
+        categories: list[Any],
+        limit: int,
+        *,
+        one_category: bool,
+    ) -> list[int]:
+        """MMR over content vectors, with a per-category cap unless the user likes one only."""
+        lam = self.config.mmr_lambda
+        cap = limit if one_category else max(2, math.ceil(limit * self.config.max_category_share))
+        order = np.argsort(-scores, kind="stable")[: max(limit * 5, 50)]
+        relevance = _normalise(scores[order])
+        pool_vectors = vectors[order]
+        chosen: list[int] = []
+        max_sim = np.zeros(len(order))
+        available = np.ones(len(order), dtype=bool)
+        per_category: dict[Any, int] = {}
+        while len(chosen) < limit and available.any():
+            mmr = np.where(available, lam * relevance - (1 - lam) * max_sim, -np.inf)
+            best = int(np.argmax(mmr))
+            available[best] = False
+            category = categories[order[best]]
+            if category is not None and per_category.get(category, 0) >= cap:
+                continue
+            per_category[category] = per_category.get(category, 0) + 1
+            chosen.append(int(order[best]))
+            max_sim = np.maximum(max_sim, pool_vectors @ pool_vectors[best])
+        if len(chosen) < limit:
+            # The cap left the page short: fill with the best remaining regardless of category.
+            rest = [int(i) for i in order if int(i) not in set(chosen)]
+            chosen.extend(rest[: limit - len(chosen)])
+        return chosen
+
+    def _reason(
+        self,
+        catalogue: Catalogue,
+        sources: list[str],
+        row: int,
+        vector: np.ndarray,
+        positive_rows: np.ndarray,
+    ) -> str:
+        top = sources[0] if sources else "popular"
+        if top in ("behavioural", "hybrid", "content") and len(positive_rows):
+            anchor = int(positive_rows[int(np.argmax(catalogue.content[positive_rows] @ vector))])
+            title = catalogue.titles[anchor] or catalogue.ids[anchor]
+            return f"because you liked {title}"
+        if top == "fresh" and row >= 0:
+            tags = catalogue.tags[row]
+            label = tags[0] if tags else (catalogue.categories[row] or "your feed")
+            return f"new in {label}"
+        category = catalogue.categories[row] if row >= 0 else None
+        return f"popular in {category}" if category else "popular right now"
+
+    def _degraded_feed(
+        self,
+        user_id: str,
+        limit: int,
+        served: set[bytes],
+        page: int,
+        filters: FeedFilters | None,
+        history: pd.DataFrame | None = None,
+    ) -> FeedPage:
+        """Popularity straight from the store, for when the vector index cannot answer."""
+        from sqlalchemy import func, select
+
+        consumed = set(self._consumed(history)) if history is not None else set()
+        if history is None:
+            consumed = set(
+                user_events_frame(self.store, user_id, self.config.history_events)[ITEM_ID]
+            )
+        excluded = consumed | set((filters.exclude_ids or []) if filters else [])
+        with self.store.read() as conn:
+            query = (
+                select(events_table.c.item_id, func.count().label("n"))
+                .where(events_table.c.type.in_(["like", "play", "rating", "view"]))
+                .group_by(events_table.c.item_id)
+                .order_by(func.count().desc())
+                .limit(limit + len(excluded) + len(served) + 50)
+            )
+            if filters and filters.categories:
+                from recsys.store.schema import items as items_table
+
+                query = query.join(
+                    items_table, items_table.c.item_id == events_table.c.item_id
+                ).where(items_table.c.category.in_(filters.categories))
+            rows = conn.execute(query).all()
+        items = [
+            FeedItem(item_id=i, score=float(n), sources=["popular"], reason="popular right now")
+            for i, n in rows
+            if i not in excluded and _item_hash(i) not in served
+        ][:limit]
+        return FeedPage(
+            user_id=user_id,
+            items=items,
+            model_version=self.model_version,
+            next_cursor=self._next_cursor(served, items, page),
+            degraded=True,
+        )
+
+    # --- similar items ----------------------------------------------------------------------
+
+    def similar(
+        self, item_id: str, kind: SimilarKind = "content", limit: int = 20
+    ) -> list[FeedItem]:
+        if kind not in ("content", "behavioural", "blend"):
+            raise ValueError("kind must be content, behavioural or blend")
+        if not 1 <= limit <= 100:
+            raise ValueError("limit must be between 1 and 100")
+        state = self._require_state()
+        catalogue = state.catalogue
+        row = catalogue.index.get(item_id)
+        if row is None:
+            raise UnknownItem(item_id)
+        title = catalogue.titles[row] or item_id
+        exclude = ItemFilter(exclude_ids=[item_id])
+        names = {
+            "content": ["content"],
+            "behavioural": ["behavioural"],
+            "blend": ["content", "behavioural"],
+        }[kind]
+        parts: dict[str, dict[str, float]] = {}
+        for source in names:
+            vector = state.index.get_item_vectors([item_id], VECTOR_OF[source]).get(item_id)
+            if vector is None:
+                continue
+            if source == "behavioural":
+                vector = _unit(np.asarray(vector, dtype=np.float32))
+            hits = state.index.search(VECTOR_OF[source], vector, limit * 2, exclude)
+            values = (
+                _normalise(np.array([h.score for h in hits]))
+                if kind == "blend"
+                else [h.score for h in hits]
+            )
+            for hit, value in zip(hits, values, strict=True):
+                parts.setdefault(hit.item_id, {})[source] = float(value)
+        ranked = sorted(parts.items(), key=lambda kv: -sum(kv[1].values()))[:limit]
+        return [
+            FeedItem(
+                item_id=other,
+                score=round(sum(breakdown.values()), 6),
+                sources=sorted(breakdown, key=lambda s: -breakdown[s]),
+                reason=f"similar to {title}",
+                breakdown=breakdown,
+            )
+            for other, breakdown in ranked
+        ]
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def ingest_events(self, valid: pd.DataFrame) -> InsertResult:
+        """Store validated events durably; the next feed request reads them."""
+        with self.store.transaction() as conn:
+            return insert_events(conn, valid)
+
+    def upsert_items(self, valid: pd.DataFrame) -> tuple[int, int]:
+        """Store items, embed them with the saved encoders and index them at once."""
+        with self.store.transaction() as conn:
+            counts = upsert_items(conn, valid)
+        state = self._state
+        if state is None or valid.empty:
+            return counts
+        with state.lock:
+            self._index_items(state, valid.reset_index(drop=True))
+        return counts
+
+    def _index_items(self, state: ServingState, items: pd.DataFrame) -> None:
+        catalogue = state.catalogue
+        content = _unit(state.content_model.encode(items)).astype(np.float32)
+        hybrid = state.hybrid.embed_items(items)
+        ids = items[ITEM_ID].astype(str).tolist()
+        als_columns = (
+            state.als.items.to_internal(ids, strict=False) if state.als.items is not None else None
+        )
+        payloads = [
+            {
+                "item_id": item_id,
+                "category": row.get("category"),
+                "tags": list(row.get("tags") or []),
+                "created_at": row.get("created_at")
+                if row.get("created_at") == row.get("created_at")
+                else None,
+                "popularity": float(catalogue.popularity[catalogue.index[item_id]])
+                if item_id in catalogue.index
+                else 0.0,
+            }
+            for item_id, row in zip(ids, items.to_dict("records"), strict=True)
+        ]
+        known_als = als_columns is not None and bool((als_columns >= 0).all())
+        vectors: dict[str, np.ndarray] = {"content": content, "hybrid": hybrid}
+        if known_als and state.als.item_factors is not None and als_columns is not None:
+            vectors["als"] = state.als.item_factors[als_columns]
+        state.index.upsert_items(ids, vectors, payloads)
+        self._extend_catalogue(catalogue, items, content, state)
+
+    @staticmethod
+    def _extend_catalogue(
+        catalogue: Catalogue, items: pd.DataFrame, content: np.ndarray, state: ServingState
+    ) -> None:
+        for position, record in enumerate(items.to_dict("records")):
+            item_id = str(record[ITEM_ID])
+            row = catalogue.index.get(item_id)
+            tags = list(record.get("tags") or [])
+            created = record.get("created_at")
+            created = float(created) if created is not None and created == created else np.nan
+            duration = record.get("duration_seconds")
+            duration = float(duration) if duration is not None and duration == duration else np.nan
+            if row is None:
+                row = len(catalogue.ids)
+                catalogue.ids.append(item_id)
+                catalogue.index[item_id] = row
+                catalogue.titles.append(str(record.get("title") or ""))
+                catalogue.tags.append(tags)
+                catalogue.categories = np.append(
+                    catalogue.categories, np.array([record.get("category")], dtype=object)
+                )
+                catalogue.created_at = np.append(catalogue.created_at, created)
+                catalogue.durations = np.append(catalogue.durations, duration)
+                catalogue.popularity = np.append(catalogue.popularity, 0.0)
+                catalogue.trending = np.append(catalogue.trending, 0.0)
+                catalogue.content = np.vstack([catalogue.content, content[position : position + 1]])
+                column = state.als.items.index_of(item_id) if state.als.items is not None else None
+                catalogue.als_known = np.append(
+                    catalogue.als_known, -1 if column is None else column
+                )
+            else:
+                catalogue.titles[row] = str(record.get("title") or "")
+                catalogue.tags[row] = tags
+                catalogue.categories[row] = record.get("category")
+                catalogue.created_at[row] = created
+                catalogue.durations[row] = duration
+                catalogue.content[row] = content[position]
+
+
+def user_events_frame(store: Store, user_id: str, limit: int) -> pd.DataFrame:
+    with store.read() as conn:
+        return user_events(conn, user_id, limit=limit)
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from recsys.store.engine import StoreUnavailable
+
+    return isinstance(exc, (SQLAlchemyError, StoreUnavailable))
+
+
+__all__ = [
+    "FeedFilters",
+    "FeedItem",
+    "FeedPage",
+    "InvalidCursor",
+    "NoModel",
+    "Recommender",
+    "UnknownItem",
+    "decode_cursor",
+    "encode_cursor",
+]
