@@ -113,6 +113,8 @@ def catalogue_for(interactions: InteractionData, items: pd.DataFrame) -> pd.Data
     frame["title"] = frame["title"].fillna("")
     frame["text"] = frame["text"].fillna("")
     frame["tags"] = [t if isinstance(t, list) else [] for t in frame["tags"]]
+    category = frame["category"].astype(object)
+    frame["category"] = category.where(category.notna(), None)
     return frame.rename_axis(ITEM_ID).reset_index()
 
 
@@ -397,7 +399,8 @@ def _run_stages(
                     "item_id": item_id,
                     "category": category,
                     "tags": tags,
-                    "created_at": created,
+                    # Unknown creation times (NaN) are absent, not a number.
+                    "created_at": created if created == created else None,
                     "popularity": float(p),
                 }
                 for item_id, category, tags, created, p in zip(

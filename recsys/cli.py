@@ -272,7 +272,7 @@ def models_rollback(version: str) -> None:
     typer.echo(f"live version is now {version}")
 
 
-def _open_recommender() -> "Recommender":
+def _open_recommender() -> Recommender:
     from recsys.feed import Recommender
 
     settings = get_settings()
@@ -346,6 +346,86 @@ def similar(
     finally:
         recommender.close()
     _print_items(items, as_json, {"item_id": item_id, "model_version": recommender.model_version})
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[
+        str, typer.Option(help="store (the store's own data), movielens or lastfm")
+    ] = "store",
+    path: Annotated[
+        Path | None, typer.Option(help="Dataset directory for movielens/lastfm.")
+    ] = None,
+    protocol: Annotated[str, typer.Option(help="temporal, stratified or cold_items")] = "temporal",
+    k: Annotated[list[int] | None, typer.Option("--k", help="Cut-offs (repeatable).")] = None,
+    tune: Annotated[
+        bool, typer.Option("--tune", help="Grid-search ALS on a validation split first.")
+    ] = False,
+    feed_model: Annotated[
+        bool, typer.Option("--feed/--no-feed", help="Include the production blended feed.")
+    ] = True,
+    seed: int = 42,
+    out: Annotated[Path, typer.Option(help="Reports directory.")] = Path("reports"),
+    compare: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(help="Diff two reports (directories or metrics.json) instead."),
+    ] = None,
+) -> None:
+    """Offline evaluation report comparing popularity, ALS, hybrid, content and the feed."""
+    if compare:
+        from recsys.evaluation.report import compare_reports
+
+        try:
+            compare_reports(*(p / "metrics.json" if p.is_dir() else p for p in compare))
+        except (FileNotFoundError, ValueError) as exc:
+            raise _fail(str(exc)) from exc
+        return
+    import pipelines.datasets as datasets
+    from pipelines.evaluate import PROTOCOLS, load_store_data, prepare
+    from pipelines.evaluate import evaluate as run_evaluation
+
+    if protocol not in PROTOCOLS:
+        raise _fail(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    settings = get_settings()
+    if dataset == "store":
+        items, events = load_store_data(settings)
+        name = "store"
+        if events.empty:
+            raise _fail("the store has no events; import some or run `recsys demo`")
+    elif dataset in ("movielens", "lastfm"):
+        if path is None:
+            raise _fail(f"--path DIR is required for {dataset}")
+        try:
+            items, events = getattr(datasets, f"read_{dataset}")(path)
+        except FileNotFoundError as exc:
+            raise _fail(str(exc)) from exc
+        name = path.name
+    else:
+        raise _fail("--dataset must be store, movielens or lastfm")
+    data = prepare(name, items, events, settings)
+    result = run_evaluation(
+        data,
+        settings,
+        protocol=protocol,
+        k_values=k or [5, 10, 20],
+        seed=seed,
+        tune=tune,
+        include_feed=feed_model,
+        out_dir=out,
+        progress=typer.echo,
+    )
+    typer.echo(f"report: {result.report_dir / 'index.html'}")
+    for name, model in result.document.get("models", {}).items():
+        metrics = model.get("metrics", {})
+        line = "  ".join(
+            f"{metric}={metrics[metric]:.4f}"
+            for metric in ("ndcg@10", "precision@10", "recall@10", "coverage@10")
+            if metrics.get(metric) is not None
+        )
+        cold = model.get("cold_start", {}).get("metrics", {})
+        if cold.get("auc") is not None:
+            line += f"  cold_auc={cold['auc']:.4f}"
+        typer.echo(f"  {name:<10} {line}")
 
 
 def main() -> None:  # pragma: no cover - console entry
