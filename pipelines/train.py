@@ -25,21 +25,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
 from tqdm import tqdm
 
-from recsys.columns import ITEM_ID, TIMESTAMP, USER_ID, WEIGHT
+from recsys.columns import ITEM_ID, USER_ID, WEIGHT
 from recsys.config import Settings
 from recsys.dataset import InteractionData
 from recsys.evaluation.metrics import evaluate_rankings
 from recsys.models import ALSModel, ContentModel, HybridModel
 from recsys.models.base import EmbeddingModel
-from recsys.signals import InteractionBuilder
+from recsys.signals import InteractionBuilder, newest_per_user
 from recsys.store import Store
 from recsys.store import runs as registry
 from recsys.store.catalog import load_items
-from recsys.store.events import count_events
-from recsys.store.schema import events as events_table
+from recsys.store.events import count_events, event_time_range, iter_events
 from recsys.vectors.versions import open_vector_store
 
 log = logging.getLogger("recsys.train")
@@ -118,22 +116,6 @@ def catalogue_for(interactions: InteractionData, items: pd.DataFrame) -> pd.Data
     return frame.rename_axis(ITEM_ID).reset_index()
 
 
-def holdout_cut(store: Store, fraction: float) -> float | None:
-    """The timestamp that leaves the newest ``fraction`` of events for the gate."""
-    with store.read() as conn:
-        total = count_events(conn)
-        offset = int(total * (1.0 - fraction))
-        if total < 100 or offset >= total:
-            return None
-        cut = conn.execute(
-            select(events_table.c.timestamp)
-            .order_by(events_table.c.timestamp)
-            .offset(offset)
-            .limit(1)
-        ).scalar_one()
-    return float(cut)
-
-
 def positives_frame(data: InteractionData) -> pd.DataFrame:
     coo = data.matrix.tocoo()
     keep = coo.data > 0
@@ -153,33 +135,56 @@ def popularity(data: InteractionData) -> np.ndarray:
     return np.asarray(positive.sum(axis=0)).ravel()
 
 
-def gate_metrics(
-    train: InteractionData, test: pd.DataFrame, settings: Settings, seed: int = 0
-) -> dict[str, Any]:
-    """NDCG@10 of ALS trained on the older events and of popularity, on the newest events."""
-    test = test[test[USER_ID].isin(pd.Index(train.users.external_ids))]
-    users = test[USER_ID].unique()
-    if len(users) == 0:
-        return {"skipped": "no holdout user has older events"}
-    if len(users) > GATE_MAX_USERS:
-        users = np.random.default_rng(seed).choice(users, GATE_MAX_USERS, replace=False)
-        test = test[test[USER_ID].isin(users)]
-    rows = train.users.to_internal(users)
-    seen = train.matrix[rows]
-    model = ALSModel(settings.als).fit(train)
-    als_items, _ = model.recommend(rows, GATE_K, filter_seen=seen)
-    # Popularity: the most-liked items of the training window, minus what each user has seen.
-    order = np.argsort(-popularity(train), kind="stable")[: GATE_K + 200]
-    pop_lists = []
-    for r in range(len(rows)):
-        seen_cols = set(seen[r].indices.tolist())
-        pop_lists.append([c for c in order if c not in seen_cols][:GATE_K])
-    results = {}
-    for name, lists in (("als", als_items), ("popularity", np.asarray(pop_lists))):
-        recs = {
-            u: train.items.to_external(row).tolist() for u, row in zip(users, lists, strict=True)
+def gate_metrics(builder: InteractionBuilder, settings: Settings, seed: int = 0) -> dict[str, Any]:
+    """NDCG@10 of ALS and of popularity on each user's newest events, trained on the rest.
+
+    The holdout is per user (each user's newest ``gate_holdout_fraction`` of events), so
+    the gate measures what the feed does: predict a user's next items from their past.
+    """
+    rows, cols, vals, times = builder.triples()
+    if len(rows) < 100:
+        return {"skipped": "too few events for a holdout"}
+    held = newest_per_user(rows, times, settings.gate_holdout_fraction)
+    if not held.any() or held.all():
+        return {"skipped": "no user has enough events for a holdout"}
+    train = builder.build(keep=~held)
+    test = (
+        pd.DataFrame({"row": rows[held], "col": cols[held], WEIGHT: vals[held]})
+        .groupby(["row", "col"], as_index=False)[WEIGHT]
+        .sum()
+    )
+    test = test[test[WEIGHT] > 0]
+    # A pair already in train cannot be recommended again, so it cannot count as a hit.
+    in_train = np.asarray(train.matrix[test["row"].to_numpy(), test["col"].to_numpy()]).ravel() != 0
+    test = test[~in_train]
+    user_rows = test["row"].unique()
+    if len(user_rows) == 0:
+        return {"skipped": "the holdout has no new positive interaction"}
+    if len(user_rows) > GATE_MAX_USERS:
+        user_rows = np.random.default_rng(seed).choice(user_rows, GATE_MAX_USERS, replace=False)
+        test = test[test["row"].isin(user_rows)]
+    users = train.users.to_external(user_rows)
+    test_frame = pd.DataFrame(
+        {
+            USER_ID: train.users.to_external(test["row"].to_numpy()),
+            ITEM_ID: train.items.to_external(test["col"].to_numpy()),
+            WEIGHT: test[WEIGHT].to_numpy(),
         }
-        report = evaluate_rankings(recs, test, [GATE_K], remove_seen=False)
+    )
+    seen = train.matrix[user_rows]
+    model = ALSModel(settings.als).fit(train)
+    als_items, _ = model.recommend(user_rows, GATE_K, filter_seen=seen)
+    # Popularity: the most-liked items of the training part, minus what each user has seen.
+    scores = np.tile(popularity(train).astype(np.float32), (len(user_rows), 1))
+    scores[seen.nonzero()] = -np.inf
+    pop_items = np.argsort(-scores, axis=1, kind="stable")[:, :GATE_K]
+    results = {}
+    for name, lists in (("als", als_items), ("popularity", pop_items)):
+        recs = {
+            u: train.items.to_external(row[row >= 0]).tolist()
+            for u, row in zip(users, lists, strict=True)
+        }
+        report = evaluate_rankings(recs, test_frame, [GATE_K], remove_seen=False)
         results[name] = {
             "ndcg@10": report["metrics"][f"ndcg@{GATE_K}"],
             "n_users": report["n_users"],
@@ -301,50 +306,29 @@ def _run_stages(
     force: bool,
 ) -> None:
     with stages.stage("read"):
-        cut = holdout_cut(store, settings.gate_holdout_fraction)
         with store.read() as conn:
             items = load_items(conn)
-            newest = conn.execute(
-                select(events_table.c.timestamp).order_by(events_table.c.timestamp.desc()).limit(1)
-            ).scalar_one()
-        builders = {
-            name: InteractionBuilder(
-                settings.signals,
-                items=items,
-                custom_weights=settings.custom_event_types,
-                now=newest,
-            )
-            for name in ("all", "train", "test")
-        }
-        from recsys.store.events import iter_events
-
+            newest = float(event_time_range(conn)[1] or 0.0)
+        builder = InteractionBuilder(
+            settings.signals, items=items, custom_weights=settings.custom_event_types, now=newest
+        )
         with store.read() as conn:
             for chunk in iter_events(conn, chunk_rows=settings.import_chunk_rows * 5):
-                builders["all"].add(chunk)
-                if cut is not None:
-                    older = chunk[TIMESTAMP] < cut
-                    builders["train"].add(chunk[older])
-                    builders["test"].add(chunk[~older])
-        reference_dwell = builders["all"].reference_dwell
-        data = builders["all"].build()
+                builder.add(chunk)
+        data = builder.build()
         result.data_stats = {
-            "reference_dwell": reference_dwell,
-            "newest_event": newest,
-            "events": builders["all"].n_events,
+            "events": builder.n_events,
             "users": len(data.users),
             "items": len(data.items),
             "catalogue_items": len(items),
             "nonzeros": int(data.matrix.nnz),
-            "holdout_cut": cut,
+            "reference_dwell": builder.reference_dwell,
+            "newest_event": newest,
         }
 
     with stages.stage("gate"):
-        gate: dict[str, Any] = {"skipped": "too few events for a holdout"}
-        if cut is not None and builders["train"].n_events and builders["test"].n_events:
-            gate = gate_metrics(
-                builders["train"].build(), positives_frame(builders["test"].build()), settings
-            )
-        del builders
+        gate = gate_metrics(builder, settings)
+        del builder
         result.metrics["gate"] = gate
         reason = check_gate(gate, live_run.metrics if live_run else None, settings.gate_margin)
         if reason and not force:

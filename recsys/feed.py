@@ -670,7 +670,9 @@ class Recommender:
         """MMR over content vectors, with a per-category cap unless the user likes one only."""
         lam = self.config.mmr_lambda
         cap = limit if one_category else max(2, math.ceil(limit * self.config.max_category_share))
-        order = np.argsort(-scores, kind="stable")[: max(limit * 5, 50)]
+        # The whole candidate set (a few hundred items) is the pool, so the category cap can
+        # reach past a run of same-category items at the top.
+        order = np.argsort(-scores, kind="stable")
         relevance = _normalise(scores[order])
         pool_vectors = vectors[order]
         chosen: list[int] = []

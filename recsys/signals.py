@@ -113,6 +113,7 @@ class InteractionBuilder:
         self._rows: list[np.ndarray] = []
         self._cols: list[np.ndarray] = []
         self._vals: list[np.ndarray] = []
+        self._times: list[np.ndarray] = []
         self._pending: list[pd.DataFrame] = []  # views with no item duration
         self._dwell_samples: list[np.ndarray] = []
         self.n_events = 0
@@ -151,6 +152,7 @@ class InteractionBuilder:
         self._rows.append(self._user_ids.to_internal(events[USER_ID]).astype(np.int32))
         self._cols.append(self._item_ids.to_internal(events[ITEM_ID]).astype(np.int32))
         self._vals.append(weights.astype(np.float32))
+        self._times.append(events[TIMESTAMP].to_numpy(np.float64))
 
     @property
     def reference_dwell(self) -> float:
@@ -160,14 +162,31 @@ class InteractionBuilder:
         samples = samples[np.isfinite(samples)]
         return float(np.median(samples)) if len(samples) else 1.0
 
-    def build(self) -> InteractionData:
+    def _flush_pending(self) -> None:
         reference = self.reference_dwell
         for pending in self._pending:
             self._append(pending, np.full(len(pending), np.nan), reference_dwell=reference)
         self._pending = []
-        rows = np.concatenate(self._rows) if self._rows else np.zeros(0, np.int32)
-        cols = np.concatenate(self._cols) if self._cols else np.zeros(0, np.int32)
-        vals = np.concatenate(self._vals) if self._vals else np.zeros(0, np.float32)
+
+    def triples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per-event (user row, item column, weight, timestamp), before pairs are summed."""
+        self._flush_pending()
+
+        def joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+        return (
+            joined(self._rows, np.int32),
+            joined(self._cols, np.int32),
+            joined(self._vals, np.float32),
+            joined(self._times, np.float64),
+        )
+
+    def build(self, keep: np.ndarray | None = None) -> InteractionData:
+        """The summed, clipped matrix; ``keep`` (a mask over ``triples()``) selects events."""
+        rows, cols, vals, _ = self.triples()
+        if keep is not None:
+            rows, cols, vals = rows[keep], cols[keep], vals[keep]
         matrix = sp.coo_matrix(
             (vals, (rows, cols)), shape=(len(self._user_ids), len(self._item_ids))
         ).tocsr()
@@ -176,6 +195,21 @@ class InteractionBuilder:
         np.clip(matrix.data, -limit, limit, out=matrix.data)
         matrix.eliminate_zeros()
         return InteractionData(matrix=matrix, users=self._user_ids, items=self._item_ids)
+
+
+def newest_per_user(rows: np.ndarray, times: np.ndarray, fraction: float) -> np.ndarray:
+    """Mask of each user's newest ``ceil(fraction * n)`` events (users with one event keep it
+    in train, so every held-out user has a history to be scored from)."""
+    order = np.lexsort((times, rows))
+    sorted_rows = rows[order]
+    counts = np.bincount(sorted_rows, minlength=int(rows.max()) + 1 if len(rows) else 0)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    position = np.arange(len(rows)) - starts[sorted_rows]
+    n = counts[sorted_rows]
+    held = np.where(n > 1, np.ceil(fraction * n), 0)
+    mask = np.zeros(len(rows), dtype=bool)
+    mask[order] = position >= n - held
+    return mask
 
 
 def build_interactions(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -88,3 +90,33 @@ def store(store_url: str) -> Iterator[Store]:
     store = Store(make_engine(store_url))
     yield store
     store.dispose()
+
+
+@dataclass
+class TrainedWorld:
+    settings: Settings
+    store: Store
+    items: pd.DataFrame
+
+
+def build_trained_world(
+    home: Path, scale: float = 0.3, seed: int = 7, **overrides: object
+) -> TrainedWorld:
+    """A demo world imported into SQLite under ``home`` and trained through the real pipeline."""
+    from pipelines.demo_world import generate_world
+    from pipelines.ingest import import_frames
+    from pipelines.train import train
+
+    settings = Settings(home=home, _env_file=None, **overrides)  # type: ignore[call-arg]
+    store = Store(make_engine(settings.sqlalchemy_url))
+    world = generate_world(seed=seed, scale=scale)
+    import_frames(store, settings, world.items, world.iter_events())
+    train(store, settings)
+    return TrainedWorld(settings=settings, store=store, items=world.items)
+
+
+@pytest.fixture(scope="session")
+def trained_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedWorld]:
+    world = build_trained_world(tmp_path_factory.mktemp("trained") / "home")
+    yield world
+    world.store.dispose()

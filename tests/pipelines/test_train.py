@@ -1,0 +1,144 @@
+"""The nightly job: publish, registry, quality gate, crash safety and cold items."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.train import GateRefused, TrainingError, train
+from recsys.config import Settings
+from recsys.feed import Recommender
+from recsys.store import Store
+from recsys.store.engine import make_engine
+from recsys.store.runs import list_runs
+from recsys.vectors.versions import open_vector_store
+from tests.conftest import TrainedWorld, build_trained_world
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_empty_store_is_a_clear_error(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(TrainingError, match="no events yet"):
+        train(Store(make_engine(settings.sqlalchemy_url)), settings)
+
+
+def test_run_is_published_and_recorded(trained_world: TrainedWorld) -> None:
+    with trained_world.store.read() as conn:
+        runs = list_runs(conn)
+    published = [r for r in runs if r.status == "published"]
+    assert published
+    run = published[-1]
+    assert run.data_stats["events"] == 30_000 and run.data_stats["users"] == 300
+    assert set(run.timings) >= {"read", "gate", "als", "hybrid", "content", "save", "publish"}
+    gate = run.metrics["gate"]
+    assert gate["als"]["ndcg@10"] > gate["popularity"]["ndcg@10"]
+    with open_vector_store(trained_world.settings) as vectors:
+        assert run.version in {v.version for v in vectors.list_versions()}
+    assert (trained_world.settings.artifacts_dir / run.version / "manifest.json").is_file()
+
+
+def test_cold_item_gets_hybrid_and_content_vectors(trained_world: TrainedWorld) -> None:
+    # Items created after the last event have no interactions at all.
+    recommender = Recommender.open(trained_world.store, trained_world.settings)
+    state = recommender._state
+    assert state is not None
+    cold = [
+        item
+        for item, pop in zip(state.catalogue.ids, state.catalogue.popularity, strict=True)
+        if pop == 0
+    ]
+    assert cold, "the demo world has items nobody interacted with"
+    for name in ("hybrid", "content"):
+        vectors = state.index.get_item_vectors(cold[:5], name)
+        assert len(vectors) == 5
+        assert all(np.linalg.norm(v) > 0 for v in vectors.values())
+    recommender.close()
+
+
+def test_gate_refuses_a_model_worse_than_popularity(tmp_path: Path) -> None:
+    world = build_trained_world(tmp_path / "home", scale=0.2)
+    with open_vector_store(world.settings) as vectors:
+        live = vectors.live_version()
+    # One factor and huge regularisation: ALS collapses to noise, below popularity.
+    bad = world.settings.model_copy(
+        update={
+            "als": world.settings.als.model_copy(
+                update={"factors": 1, "regularization": 1e4, "iterations": 1}
+            )
+        }
+    )
+    with pytest.raises(GateRefused, match="below the popularity baseline"):
+        train(world.store, bad)
+    with open_vector_store(world.settings) as vectors:
+        assert vectors.live_version() == live
+    with world.store.read() as conn:
+        assert list_runs(conn)[0].status == "refused"
+    forced = train(world.store, bad, force=True)
+    assert forced.published and "gate_overridden" in forced.metrics
+    world.store.dispose()
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pipelines.train import train
+    from recsys.config import Settings
+    from recsys.store import Store
+    from recsys.store.engine import make_engine
+    from recsys.vectors import versions
+
+    stage = sys.argv[2]
+    def hook(name):
+        if name == stage:
+            os.kill(os.getpid(), signal.SIGKILL)
+    versions.set_stage_hook(hook)
+    settings = Settings(home=sys.argv[1], _env_file=None)
+    train(Store(make_engine(settings.sqlalchemy_url)), settings)
+    """
+)
+
+
+@pytest.mark.parametrize("stage", ["begin", "upsert", "optimize", "mark-complete", "switch"])
+def test_kill_during_publish_leaves_the_old_version_live(
+    trained_world: TrainedWorld, stage: str
+) -> None:
+    settings = trained_world.settings
+    with open_vector_store(settings) as vectors:
+        live = vectors.live_version()
+    before = Recommender.open(trained_world.store, settings)
+    expected = [i.item_id for i in before.feed("demo-user-0009", limit=10).items]
+    before.close()
+
+    child = subprocess.run(
+        [sys.executable, "-c", KILLER, str(settings.home), stage],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+
+    with open_vector_store(settings) as vectors:
+        assert vectors.live_version() == live
+    after = Recommender.open(trained_world.store, settings)
+    assert after.model_version == live
+    assert [i.item_id for i in after.feed("demo-user-0009", limit=10).items] == expected
+    after.close()
+
+    # The next run succeeds, marks the killed run as failed and cleans up.
+    result = train(trained_world.store, settings)
+    assert result.published
+    with trained_world.store.read() as conn:
+        statuses = [r.status for r in list_runs(conn)]
+    assert "running" not in statuses
+    leftovers = [p.name for p in settings.artifacts_dir.iterdir() if p.name.endswith(".partial")]
+    assert not leftovers

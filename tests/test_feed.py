@@ -1,0 +1,235 @@
+"""The recommender's promises, checked on a trained demo world through the real pipeline."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.config import Settings
+from recsys.events import validate_events
+from recsys.feed import FeedFilters, InvalidCursor, Recommender, UnknownItem
+from recsys.store.catalog import validate_items
+from tests.conftest import TrainedWorld
+
+TYPES = Settings(_env_file=None).event_types  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="module")
+def recommender(trained_world: TrainedWorld):
+    recommender = Recommender.open(trained_world.store, trained_world.settings)
+    yield recommender
+    recommender.close()
+
+
+def send(
+    recommender: Recommender,
+    user: str,
+    item_ids: list[str],
+    kind: str = "like",
+    start: float = 1.8e9,
+) -> None:
+    frame = pd.DataFrame(
+        {
+            "user_id": user,
+            "item_id": item_ids,
+            "type": kind,
+            "timestamp": start + np.arange(len(item_ids)),
+        }
+    )
+    checked = validate_events(frame, event_types=TYPES)
+    assert checked.rejects.empty
+    recommender.ingest_events(checked.valid)
+
+
+def categories_of(world: TrainedWorld) -> dict[str, str]:
+    return dict(zip(world.items["item_id"], world.items["category"], strict=True))
+
+
+def topic_items(world: TrainedWorld, topic: str, n: int) -> list[str]:
+    return world.items.loc[world.items["category"] == topic, "item_id"].head(n).tolist()
+
+
+def test_page_shape_and_explanations(recommender: Recommender) -> None:
+    page = recommender.feed("demo-user-0001", limit=12)
+    assert len(page.items) == 12 and not page.degraded
+    assert page.model_version == recommender.model_version and page.next_cursor
+    assert len({i.item_id for i in page.items}) == 12
+    for item in page.items:
+        assert item.sources and set(item.sources) <= {
+            "behavioural",
+            "hybrid",
+            "content",
+            "fresh",
+            "popular",
+        }
+        assert item.reason.startswith(
+            ("because you liked ", "popular in ", "new in ", "popular right now")
+        )
+        # The score is the sum of its parts, so the breakdown explains it exactly.
+        assert item.score == pytest.approx(sum(item.breakdown.values()), abs=1e-4)
+
+
+def test_consumed_items_never_come_back(recommender: Recommender) -> None:
+    first = recommender.feed("seen-filter-user", limit=10)
+    shown = [i.item_id for i in first.items]
+    send(recommender, "seen-filter-user", shown[:3], "like")
+    send(recommender, "seen-filter-user", shown[3:5], "skip", start=1.8e9 + 10)
+    again = recommender.feed("seen-filter-user", limit=50)
+    assert not set(shown[:5]) & {i.item_id for i in again.items}
+
+
+def test_a_like_changes_the_next_page_at_once(
+    recommender: Recommender, trained_world: TrainedWorld
+) -> None:
+    user = "fresh-liker"
+    cold = recommender.feed(user, limit=20)
+    topics = categories_of(trained_world)
+    target = "astronomy" if "astronomy" in topics.values() else sorted(set(topics.values()))[0]
+    send(recommender, user, topic_items(trained_world, target, 3), "like")
+    started = time.perf_counter()
+    warm = recommender.feed(user, limit=20)
+    elapsed = time.perf_counter() - started
+    share_before = sum(topics.get(i.item_id) == target for i in cold.items) / 20
+    share_after = sum(topics.get(i.item_id) == target for i in warm.items) / 20
+    # After three likes the feed already follows them (capped at half a page for variety).
+    assert share_after >= 0.4 > share_before
+    assert any(i.reason.startswith("because you liked") for i in warm.items)
+    assert elapsed < 1.0, "the page after a like must be ready within a second"
+
+
+def test_skips_demote_similar_items(recommender: Recommender, trained_world: TrainedWorld) -> None:
+    user = "skipper"
+    topics = categories_of(trained_world)
+    liked = topic_items(trained_world, "football", 2) + topic_items(trained_world, "cooking", 2)
+    send(recommender, user, liked, "like")
+    before = recommender.feed(user, limit=20)
+    football_before = [i.item_id for i in before.items if topics.get(i.item_id) == "football"]
+    assert football_before
+    send(recommender, user, football_before[:4], "skip", start=1.8e9 + 100)
+    after = recommender.feed(user, limit=20)
+    football_after = [i for i in after.items if topics.get(i.item_id) == "football"]
+    assert len(football_after) < len(football_before)
+    assert any("fatigue" in i.breakdown for i in after.items)
+
+
+def test_cursor_paging_never_repeats(recommender: Recommender) -> None:
+    seen: list[str] = []
+    cursor = None
+    for _ in range(6):
+        page = recommender.feed("demo-user-0002", limit=15, cursor=cursor)
+        seen += [i.item_id for i in page.items]
+        cursor = page.next_cursor
+    assert len(seen) == 90 and len(set(seen)) == 90
+
+
+def test_damaged_cursor_is_rejected(recommender: Recommender) -> None:
+    with pytest.raises(InvalidCursor):
+        recommender.feed("demo-user-0001", cursor="not-a-cursor")
+
+
+def test_cold_user_gets_popular_fresh_and_varied_page(
+    recommender: Recommender, trained_world: TrainedWorld
+) -> None:
+    page = recommender.feed("never-seen-before", limit=20)
+    topics = categories_of(trained_world)
+    counts = Counter(topics.get(i.item_id) for i in page.items)
+    assert len(page.items) == 20
+    assert len(counts) >= 4 and max(counts.values()) <= 10
+    sources = {s for i in page.items for s in i.sources}
+    assert {"popular", "fresh"} <= sources
+
+
+def test_page_is_not_one_category_unless_the_user_likes_only_one(
+    recommender: Recommender, trained_world: TrainedWorld
+) -> None:
+    topics = categories_of(trained_world)
+    mostly = topic_items(trained_world, "football", 6) + topic_items(trained_world, "jazz", 1)
+    send(recommender, "mostly-football", mostly, "like")
+    page = recommender.feed("mostly-football", limit=20)
+    counts = Counter(topics.get(i.item_id) for i in page.items)
+    assert counts["football"] <= 10 and len(counts) >= 2, counts
+    send(recommender, "only-football", topic_items(trained_world, "football", 7), "like")
+    single = Counter(
+        topics.get(i.item_id) for i in recommender.feed("only-football", limit=20).items
+    )
+    assert single["football"] > 10, single
+
+
+def test_category_filter_is_applied(recommender: Recommender, trained_world: TrainedWorld) -> None:
+    page = recommender.feed("demo-user-0001", limit=10, filters=FeedFilters(categories=["jazz"]))
+    topics = categories_of(trained_world)
+    assert page.items and all(topics[i.item_id] == "jazz" for i in page.items)
+
+
+def test_new_item_is_recommendable_as_soon_as_it_is_added(
+    recommender: Recommender, trained_world: TrainedWorld
+) -> None:
+    anchor = trained_world.items.loc[trained_world.items["category"] == "cooking"].iloc[0]
+    new = pd.DataFrame(
+        [
+            {
+                "item_id": "brand-new-recipe",
+                "title": anchor["title"] + " (new)",
+                "text": anchor["text"],
+                "tags": list(anchor["tags"]),
+                "category": "cooking",
+                "created_at": 1.9e9,
+            }
+        ]
+    )
+    recommender.upsert_items(validate_items(new).valid)
+    similar = recommender.similar(anchor["item_id"], kind="content", limit=10)
+    assert "brand-new-recipe" in [i.item_id for i in similar]
+    user = "new-item-fan"
+    send(recommender, user, [anchor["item_id"]], "like")
+    page = recommender.feed(user, limit=30)
+    assert "brand-new-recipe" in [i.item_id for i in page.items]
+
+
+def test_similar_kinds_and_unknown_item(
+    recommender: Recommender, trained_world: TrainedWorld
+) -> None:
+    item = trained_world.items["item_id"].iloc[5]
+    topics = categories_of(trained_world)
+    for kind in ("content", "behavioural", "blend"):
+        items = recommender.similar(item, kind=kind, limit=10)  # type: ignore[arg-type]
+        assert len(items) == 10 and item not in [i.item_id for i in items]
+    content = recommender.similar(item, kind="content", limit=10)
+    assert sum(topics.get(i.item_id) == topics[item] for i in content) >= 7
+    with pytest.raises(UnknownItem):
+        recommender.similar("no-such-item")
+
+
+def test_hot_swap_after_a_new_training_run(trained_world: TrainedWorld) -> None:
+    from pipelines.train import train
+
+    recommender = Recommender.open(trained_world.store, trained_world.settings)
+    before = recommender.model_version
+    assert recommender.refresh() is False
+    train(trained_world.store, trained_world.settings, force=True)
+    assert recommender.refresh() is True
+    assert recommender.model_version != before
+    assert len(recommender.feed("demo-user-0001", limit=5).items) == 5
+    recommender.close()
+
+
+def test_degraded_mode_serves_popularity_and_recovers(
+    recommender: Recommender, monkeypatch
+) -> None:
+    state = recommender._state
+    assert state is not None
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("index is down")
+
+    monkeypatch.setattr(state.index, "search", broken)
+    monkeypatch.setattr(state.index, "recommend", broken)
+    page = recommender.feed("demo-user-0001", limit=10)
+    assert page.degraded and len(page.items) == 10
+    assert all(i.sources == ["popular"] for i in page.items)
+    monkeypatch.undo()
+    assert not recommender.feed("demo-user-0001", limit=10).degraded

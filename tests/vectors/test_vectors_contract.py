@@ -1,0 +1,240 @@
+"""The same seeded queries against every backend, checked against brute force and each other."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+from vectors_testdata import (
+    CATEGORIES,
+    DIMS,
+    T0,
+    TAGS,
+    Items,
+    Users,
+    brute_recommend,
+    brute_search,
+)
+
+from recsys.vectors import Hit, ItemFilter, VectorIndex, point_id
+from recsys.vectors.base import POINT_NAMESPACE
+
+LIMIT = 20
+
+FILTERS: dict[str, ItemFilter | None] = {
+    "none": None,
+    "category": ItemFilter(categories=[CATEGORIES[1]]),
+    "categories": ItemFilter(categories=CATEGORIES[2:5]),
+    "tags": ItemFilter(tags=[TAGS[0], TAGS[7]]),
+    "exclude": ItemFilter(exclude_ids=[f"item-{i:05d}" for i in range(0, 2000, 7)]),
+    "created_after": ItemFilter(created_after=T0 + 86_400 * 300),
+    "combined": ItemFilter(
+        categories=CATEGORIES[:4],
+        tags=TAGS[:6],
+        exclude_ids=[f"item-{i:05d}" for i in range(0, 2000, 10)],
+        created_after=T0 + 86_400 * 100,
+    ),
+    "selective": ItemFilter(categories=[CATEGORIES[3]], tags=[TAGS[11]], created_after=T0 + 3e7),
+}
+
+
+def assert_same(hits: list[Hit], expected: list[tuple[str, float]]) -> None:
+    assert [h.item_id for h in hits] == [item_id for item_id, _ in expected]
+    np.testing.assert_allclose(
+        [h.score for h in hits], [score for _, score in expected], rtol=1e-4, atol=1e-4
+    )
+
+
+def assert_same_payload(actual: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Equal payloads; floats may differ in the last bit after a trip through the engine."""
+    assert actual.keys() == expected.keys()
+    for key, value in expected.items():
+        if isinstance(value, float):
+            assert actual[key] == pytest.approx(value, rel=1e-15), key
+        else:
+            assert actual[key] == value, key
+
+
+def satisfies(payload: dict[str, Any], filters: ItemFilter | None) -> bool:
+    if filters is None:
+        return True
+    return (
+        (filters.categories is None or payload["category"] in filters.categories)
+        and (filters.tags is None or bool(set(payload["tags"]) & set(filters.tags)))
+        and (filters.exclude_ids is None or payload["item_id"] not in filters.exclude_ids)
+        and (filters.created_after is None or payload["created_at"] > filters.created_after)
+    )
+
+
+@pytest.mark.parametrize("vector_name", list(DIMS))
+@pytest.mark.parametrize("filter_name", list(FILTERS))
+def test_search_matches_brute_force(
+    index: VectorIndex, items: Items, users: Users, vector_name: str, filter_name: str
+) -> None:
+    filters = FILTERS[filter_name]
+    query = users.vectors[vector_name][len(filter_name)]
+    hits = index.search(vector_name, query, LIMIT, filters, exact=True)
+    assert_same(hits, brute_search(items, vector_name, query, LIMIT, filters))
+    assert all(satisfies(h.payload, filters) for h in hits)
+
+
+def test_default_search_is_exact_on_a_small_index(
+    index: VectorIndex, items: Items, users: Users
+) -> None:
+    query = users.vectors["als"][7]
+    filters = FILTERS["combined"]
+    assert index.search("als", query, LIMIT, filters) == index.search(
+        "als", query, LIMIT, filters, exact=True
+    )
+
+
+def test_hits_carry_external_ids_and_payload(index: VectorIndex, items: Items) -> None:
+    hits = index.search("content", items.vectors["content"][42], 5, exact=True)
+    assert hits[0].item_id == "item-00042"
+    assert_same_payload(hits[0].payload, {"item_id": "item-00042", **items.payloads[42]})
+    assert all(h.item_id in items.index_of for h in hits)  # external ids, never point ids
+
+
+def test_limit_larger_than_matches(index: VectorIndex, items: Items) -> None:
+    filters = ItemFilter(categories=[CATEGORIES[0]], tags=[TAGS[3]], created_after=T0 + 3.1e7)
+    expected = brute_search(items, "als", items.vectors["als"][0], 500, filters)
+    assert 0 < len(expected) < 500
+    hits = index.search("als", items.vectors["als"][0], 500, filters, exact=True)
+    assert_same(hits, expected)
+
+
+RECOMMEND_CASES = {
+    "one-positive": (["item-00010"], []),
+    "positives": (["item-00010", "item-00500", "item-01999"], []),
+    "with-negatives": (["item-00010", "item-00500"], ["item-00777", "item-01234"]),
+    "missing-ignored": (["item-00010", "no-such-item"], ["also-missing"]),
+}
+
+
+STRATEGIES = ["average_vector", "best_score", "sum_scores"]
+
+
+def check_recommend(
+    index: VectorIndex,
+    items: Items,
+    vector_name: str,
+    case: str,
+    strategy: str,
+    filters: ItemFilter | None,
+) -> None:
+    positive, negative = RECOMMEND_CASES[case]
+    hits = index.recommend(
+        vector_name, positive, negative, LIMIT, filters, strategy=strategy, exact=True
+    )
+    expected = brute_recommend(
+        items, vector_name, positive, negative, LIMIT, filters, strategy=strategy
+    )
+    assert_same(hits, expected)
+    assert not {h.item_id for h in hits} & {*positive, *negative}
+    assert all(satisfies(h.payload, filters) for h in hits)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("case", list(RECOMMEND_CASES))
+def test_recommend_with_filter_matches_brute_force(
+    index: VectorIndex, items: Items, strategy: str, case: str
+) -> None:
+    check_recommend(index, items, "als", case, strategy, FILTERS["combined"])
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("vector_name", ["hybrid", "content"])
+def test_recommend_matches_brute_force(
+    index: VectorIndex, items: Items, strategy: str, vector_name: str
+) -> None:
+    check_recommend(index, items, vector_name, "with-negatives", strategy, None)
+
+
+def test_recommend_negatives_only_with_best_score(index: VectorIndex, items: Items) -> None:
+    hits = index.recommend("als", [], ["item-00003"], 10, strategy="best_score", exact=True)
+    assert_same(hits, brute_recommend(items, "als", [], ["item-00003"], 10, strategy="best_score"))
+
+
+def test_recommend_with_only_unknown_examples_is_empty(index: VectorIndex) -> None:
+    assert index.recommend("als", ["missing-1"], ["missing-2"], 10) == []
+    assert index.recommend("als", [], ["missing-2"], 10, strategy="best_score") == []
+
+
+def test_get_item_vectors(index: VectorIndex, items: Items) -> None:
+    wanted = ["item-00005", "missing", "item-00001", "item-00005"]
+    for name in DIMS:
+        found = index.get_item_vectors(wanted, name)
+        assert list(found) == ["item-00005", "item-00001"]
+        for item_id, vector in found.items():
+            original = items.vectors[name][items.index_of[item_id]]
+            if name == "content":  # cosine spaces store unit vectors
+                original = original / np.linalg.norm(original)
+            assert vector.dtype == np.float32
+            np.testing.assert_allclose(vector, original, rtol=1e-5, atol=1e-6)
+
+
+def test_get_user_vector(index: VectorIndex, users: Users) -> None:
+    vector = index.get_user_vector("user-0003", "als")
+    assert vector is not None
+    np.testing.assert_allclose(vector, users.vectors["als"][3], rtol=1e-6)
+    assert index.get_user_vector("nobody", "als") is None
+
+
+def test_get_items(index: VectorIndex, items: Items) -> None:
+    found = index.get_items(["item-01000", "missing", "item-00002"])
+    assert list(found) == ["item-01000", "item-00002"]
+    assert_same_payload(found["item-00002"], {"item_id": "item-00002", **items.payloads[2]})
+
+
+def test_count(index: VectorIndex, items: Items, users: Users) -> None:
+    assert index.count() == len(items.ids)
+    assert index.count("users") == len(users.ids)
+    assert dict(index.dims) == DIMS
+
+
+@pytest.mark.parametrize("external_id", ["item-1", "item-2", "", "ünïcode/é", "x" * 300])
+def test_point_ids_are_uuid5(external_id: str) -> None:
+    assert point_id(external_id) == str(uuid.uuid5(POINT_NAMESPACE, external_id))
+    assert uuid.UUID(point_id(external_id)).version == 5
+
+
+def test_point_ids_never_change() -> None:
+    # Stored point ids depend on this: changing it orphans every stored point.
+    assert point_id("item-1") == "d4b2e2de-6458-58ac-9109-4e1fde464f9a"
+
+
+QUERIES = [("search", "als", filter_name) for filter_name in FILTERS] + [
+    ("recommend", name, case, strategy)
+    for name, case in (("hybrid", "with-negatives"), ("content", "positives"))
+    for strategy in STRATEGIES
+]
+
+
+def test_backends_are_congruent(
+    edge_index: VectorIndex, client_index: VectorIndex, users: Users
+) -> None:
+    """Both backends return the same ids in the same order for the same seeded queries."""
+    for spec in QUERIES:
+        results = []
+        for index in (edge_index, client_index):
+            if spec[0] == "search":
+                _, name, filter_name = spec
+                hits = index.search(
+                    name, users.vectors[name][11], LIMIT, FILTERS[filter_name], exact=True
+                )
+            else:
+                _, name, case, strategy = spec
+                positive, negative = RECOMMEND_CASES[case]
+                hits = index.recommend(
+                    name, positive, negative, LIMIT, FILTERS["tags"], strategy=strategy, exact=True
+                )
+            results.append(hits)
+        edge_hits, client_hits = results
+        assert [h.item_id for h in edge_hits] == [h.item_id for h in client_hits], spec
+        np.testing.assert_allclose(
+            [h.score for h in edge_hits], [h.score for h in client_hits], rtol=1e-4, atol=1e-5
+        )
+        for edge_hit, client_hit in zip(edge_hits, client_hits, strict=True):
+            assert_same_payload(edge_hit.payload, client_hit.payload)
