@@ -32,6 +32,7 @@ demo: install
 	$(BIN)/recsys demo --seed $(SEED) --scale $(SCALE)
 	$(BIN)/recsys train
 	$(BIN)/recsys feed demo-user-0001 --limit 10
+	$(BIN)/recsys evaluate --out reports
 
 train: install
 	$(BIN)/recsys train
