@@ -37,7 +37,12 @@ from recsys.signals import InteractionBuilder, newest_per_user
 from recsys.store import Store
 from recsys.store import runs as registry
 from recsys.store.catalog import load_items
-from recsys.store.events import count_events, event_time_range, iter_events
+from recsys.store.events import (
+    TRAINING_COLUMNS,
+    count_events,
+    event_time_range,
+    iter_events,
+)
 from recsys.vectors.versions import open_vector_store
 
 log = logging.getLogger("recsys.train")
@@ -313,7 +318,9 @@ def _run_stages(
             settings.signals, items=items, custom_weights=settings.custom_event_types, now=newest
         )
         with store.read() as conn:
-            for chunk in iter_events(conn, chunk_rows=settings.import_chunk_rows * 5):
+            for chunk in iter_events(
+                conn, chunk_rows=settings.import_chunk_rows * 5, columns=TRAINING_COLUMNS
+            ):
                 builder.add(chunk)
         data = builder.build()
         result.data_stats = {

@@ -20,21 +20,31 @@ from recsys.columns import ITEM_ID, USER_ID, WEIGHT
 IDMAP_FORMAT_VERSION = 1
 
 
+def _as_index(values: Iterable[str] | pd.Series | pd.Index | np.ndarray) -> pd.Index:
+    """An object-dtype Index without a Python-level loop over (Arrow-backed) strings."""
+    if isinstance(values, pd.Index):
+        return values if values.dtype == object else pd.Index(values.to_numpy(dtype=object))
+    if isinstance(values, pd.Series):
+        return pd.Index(values.to_numpy(dtype=object))
+    if isinstance(values, np.ndarray):
+        return pd.Index(values.astype(object, copy=False))
+    return pd.Index(np.asarray(list(values), dtype=object))
+
+
 class IdMap:
     """A bijection between external string ids and dense indices ``0..n-1``."""
 
     def __init__(self, external_ids: Iterable[str]) -> None:
-        ids = np.asarray(list(external_ids), dtype=object)
-        index = pd.Index(ids)
+        index = _as_index(external_ids)
         if not index.is_unique:
             raise ValueError("IdMap ids must be unique")
-        self._ids = ids
+        self._ids = index.to_numpy(dtype=object)
         self._index = index
 
     @classmethod
     def from_values(cls, values: Iterable[str]) -> IdMap:
         """Build from values that may repeat; order of first appearance is kept."""
-        return cls(pd.unique(pd.Series(list(values), dtype=object)))
+        return cls(_as_index(values).unique())
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -48,9 +58,10 @@ class IdMap:
 
     def to_internal(self, external_ids: Iterable[str], *, strict: bool = True) -> np.ndarray:
         """Indices for ids; unknown ids raise, or map to -1 when ``strict`` is False."""
-        positions = self._index.get_indexer(pd.Index(list(external_ids), dtype=object))
+        wanted = _as_index(external_ids)
+        positions = self._index.get_indexer(wanted)
         if strict and (positions < 0).any():
-            missing = [e for e, p in zip(external_ids, positions, strict=False) if p < 0][:5]
+            missing = wanted[positions < 0][:5].tolist()
             raise KeyError(f"unknown ids: {missing}")
         return positions.astype(np.int64)
 
@@ -63,8 +74,11 @@ class IdMap:
 
     def add(self, external_ids: Iterable[str]) -> IdMap:
         """A new map extended with ids not yet present (existing indices are kept)."""
-        new = [e for e in pd.unique(pd.Series(list(external_ids), dtype=object)) if e not in self]
-        return IdMap(np.concatenate([self._ids, np.asarray(new, dtype=object)]))
+        candidates = _as_index(external_ids).unique()
+        new = candidates[~candidates.isin(self._index)]
+        if len(new) == 0:
+            return self
+        return IdMap(np.concatenate([self._ids, new.to_numpy(dtype=object)]))
 
     def to_json(self) -> list[str]:
         return [str(e) for e in self._ids]

@@ -120,10 +120,17 @@ def _upsert_users(conn: Connection, frame: pd.DataFrame) -> None:
 _READ_COLUMNS = (EVENT_ID, USER_ID, ITEM_ID, TYPE, TIMESTAMP, DWELL, VALUE)
 
 
-def _frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(rows, columns=list(_READ_COLUMNS))
+# What training needs: the event id is only for idempotent writes.
+TRAINING_COLUMNS = (USER_ID, ITEM_ID, TYPE, TIMESTAMP, DWELL, VALUE)
+
+
+def _frame(
+    rows: list[tuple[object, ...]], columns: tuple[str, ...] = _READ_COLUMNS
+) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=list(columns))
     for column in (TIMESTAMP, DWELL, VALUE):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
     return frame
 
 
@@ -133,17 +140,34 @@ def iter_events(
     chunk_rows: int = 500_000,
     since: float | None = None,
     until: float | None = None,
+    columns: tuple[str, ...] = _READ_COLUMNS,
 ) -> Iterator[pd.DataFrame]:
-    """Stream events as DataFrames of at most ``chunk_rows`` rows (never ORM objects)."""
-    columns = [events.c[name] for name in _READ_COLUMNS]
-    query = select(*columns)
+    """Stream events as DataFrames of at most ``chunk_rows`` rows (never ORM objects).
+
+    Rows come straight off the driver's cursor (a server-side cursor on PostgreSQL):
+    SQLAlchemy's per-row processing would cost more than the read itself.
+    """
+    query = select(*[events.c[name] for name in columns])
     if since is not None:
         query = query.where(events.c.timestamp >= since)
     if until is not None:
         query = query.where(events.c.timestamp < until)
-    result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
-    for partition in result.partitions(chunk_rows):
-        yield _frame([tuple(row) for row in partition])
+    sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    raw = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        # A named cursor is server-side: PostgreSQL streams instead of sending everything.
+        cursor = raw.cursor(name=f"recsys_events_{id(conn):x}")  # type: ignore[union-attr]
+    else:
+        cursor = raw.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql)
+        while True:
+            rows = cursor.fetchmany(chunk_rows)
+            if not rows:
+                break
+            yield _frame(rows, columns)
+    finally:
+        cursor.close()
 
 
 def user_events(conn: Connection, user_id: str, *, limit: int = 500) -> pd.DataFrame:

@@ -1,0 +1,148 @@
+"""Nightly training end to end, against the bare implicit and LightFM fits on the same matrix.
+
+Generates the demo world at ``--scale`` (50 = 5M events), imports it into an embedded
+store, then times ``recsys train`` in a child process (wall time and peak RSS) and, in the
+same run, the bare library fits: implicit ALS on the same confidence matrix and LightFM
+WARP on the same positives and item features, with the same hyperparameters.
+
+    python benchmarks/bench_train.py --scale 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks._machine import describe_machine  # noqa: E402
+
+CHILD_TRAIN = """
+import json, resource, sys, time
+from pipelines.train import train
+from recsys.config import Settings
+from recsys.store import open_store
+settings = Settings(home=sys.argv[1], _env_file=None)
+started = time.perf_counter()
+result = train(open_store(settings), settings, force=True)
+wall = time.perf_counter() - started
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"wall": wall, "peak": peak, "timings": result.timings,
+                  "stats": result.data_stats, "artifacts": result.data_stats["artifacts"]}))
+"""
+
+CHILD_BARE = """
+import json, resource, sys, time
+from pathlib import Path
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+import implicit
+from lightfm import LightFM
+from recsys.config import Settings
+from recsys.models.hybrid import HybridModel
+import pandas as pd
+from recsys.store import open_store
+from recsys.store.catalog import load_items
+from recsys.dataset import InteractionData
+
+settings = Settings(home=sys.argv[1], _env_file=None)
+data = InteractionData.load(Path(sys.argv[2]) / "interactions")
+with open_store(settings).read() as conn:
+    items = load_items(conn).set_index("item_id").reindex(data.items.external_ids).reset_index()
+items["tags"] = [t if isinstance(t, list) else [] for t in items["tags"]]
+items[["title", "text"]] = items[["title", "text"]].fillna("")
+hybrid = HybridModel.load(Path(sys.argv[2]) / "hybrid")
+features = hybrid.item_feature_matrix(items)  # built by our code, not timed
+als = settings.als
+h = settings.hybrid
+out = {}
+with threadpool_limits(1, "blas"):
+    model = implicit.als.AlternatingLeastSquares(
+        factors=als.factors, regularization=als.regularization, alpha=als.alpha,
+        iterations=als.iterations, random_state=als.random_state)
+    started = time.perf_counter()
+    model.fit(data.matrix)
+    out["als"] = time.perf_counter() - started
+positive = data.matrix.copy()
+positive.data = (positive.data > 0).astype(np.float32)
+positive.eliminate_zeros()
+lightfm = LightFM(no_components=h.no_components, loss="warp", learning_rate=h.learning_rate,
+                  item_alpha=h.item_alpha, user_alpha=h.user_alpha, max_sampled=h.max_sampled,
+                  random_state=h.random_state)
+started = time.perf_counter()
+lightfm.fit(positive.tocoo(), item_features=features, epochs=h.epochs, num_threads=h.num_threads)
+out["lightfm"] = time.perf_counter() - started
+out["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps(out))
+"""
+
+
+def run_child(code: str, *args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"child failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=float, default=50.0, help="demo scale (50 = 5M events)")
+    parser.add_argument("--quick", action="store_true", help="scale 2 (200k events)")
+    args = parser.parse_args()
+    scale = 2.0 if args.quick else args.scale
+
+    from pipelines.demo_world import generate_world
+    from pipelines.ingest import import_frames
+    from recsys.config import Settings
+    from recsys.store import open_store
+
+    print(describe_machine())
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as work:
+        home = Path(work) / "home"
+        settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
+        world = generate_world(seed=42, scale=scale)
+        started = time.perf_counter()
+        import_frames(open_store(settings), settings, world.items, world.iter_events())
+        imported = time.perf_counter() - started
+        print(
+            f"data: demo world scale {scale:g}: {world.n_events:,} events, "
+            f"{world.n_users:,} users, {world.n_items:,} items (import {imported:.1f}s)"
+        )
+        pipeline = run_child(CHILD_TRAIN, str(home))
+        bare = run_child(CHILD_BARE, str(home), pipeline["artifacts"])
+    bare_total = bare["als"] + bare["lightfm"]
+    stats = pipeline["stats"]
+    print(f"matrix: {stats['users']:,} x {stats['items']:,}, {stats['nonzeros']:,} nonzeros")
+    print()
+    print(f"{'what':<34}{'seconds':>10}{'peak RSS':>12}")
+    print(
+        f"{'recsys train (end to end)':<34}{pipeline['wall']:>10.1f}{pipeline['peak'] / 2**30:>10.2f}GB"
+    )
+    for stage, seconds in pipeline["timings"].items():
+        print(f"{'  stage ' + stage:<34}{seconds:>10.1f}")
+    print(f"{'bare implicit ALS fit':<34}{bare['als']:>10.1f}")
+    print(f"{'bare LightFM WARP fit':<34}{bare['lightfm']:>10.1f}{bare['peak'] / 2**30:>10.2f}GB")
+    print(f"{'bare fits together':<34}{bare_total:>10.1f}")
+    print()
+    print(
+        f"pipeline / bare fits: {pipeline['wall'] / bare_total:.2f}x "
+        f"(overhead {100 * (pipeline['wall'] / bare_total - 1):.0f}%)"
+    )
+
+
+if __name__ == "__main__":
+    main()
