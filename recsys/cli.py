@@ -428,5 +428,22 @@ def evaluate(
         typer.echo(f"  {name:<10} {line}")
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Bind address; loopback unless you set API keys.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Run the HTTP service (feed, similar items, events, items, health, metrics)."""
+    from recsys.api.server import InsecureBindError
+    from recsys.api.server import serve as run_server
+
+    try:
+        run_server(host=host, port=port, settings=get_settings())
+    except InsecureBindError as exc:
+        raise _fail(str(exc)) from exc
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()

@@ -54,6 +54,7 @@ SOURCES = ("behavioural", "hybrid", "content", "fresh", "popular")
 # Qdrant vector name behind each vector source.
 VECTOR_OF = {"behavioural": "als", "hybrid": "hybrid", "content": "content"}
 MAX_CURSOR_ITEMS = 1_000
+MAX_CURSOR_BYTES = 5 + 8 * MAX_CURSOR_ITEMS
 CURSOR_VERSION = 1
 POSITIVE_EXAMPLES = 10
 NEGATIVE_EXAMPLES = 5
@@ -114,9 +115,15 @@ def encode_cursor(served: Sequence[bytes], page: int) -> str:
 
 def decode_cursor(cursor: str) -> tuple[set[bytes], int]:
     try:
-        raw = zlib.decompress(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        inflater = zlib.decompressobj()
+        # Bounded: a crafted cursor must not inflate into megabytes.
+        raw = inflater.decompress(
+            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)), MAX_CURSOR_BYTES
+        )
     except (ValueError, zlib.error) as exc:
         raise InvalidCursor("cursor is not one this service issued") from exc
+    if inflater.unconsumed_tail:
+        raise InvalidCursor("cursor is too long")
     if len(raw) < 5 or raw[0] != CURSOR_VERSION or (len(raw) - 5) % 8:
         raise InvalidCursor("cursor is not one this service issued")
     body = raw[5:]

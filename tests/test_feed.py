@@ -233,3 +233,27 @@ def test_degraded_mode_serves_popularity_and_recovers(
     assert all(i.sources == ["popular"] for i in page.items)
     monkeypatch.undo()
     assert not recommender.feed("demo-user-0001", limit=10).degraded
+
+
+def test_batch_with_and_without_categories_is_stored_and_indexed(
+    recommender: Recommender,
+) -> None:
+    # Regression: pandas turned the missing category into NaN, which the index rejected
+    # after the items were already committed to the store.
+    batch = pd.DataFrame(
+        [
+            {
+                "item_id": "mixed-a",
+                "title": "Jazz piano night",
+                "tags": ["jazz"],
+                "category": "jazz",
+            },
+            {"item_id": "mixed-b", "title": "Untitled upload", "tags": []},
+        ]
+    )
+    checked = validate_items(batch)
+    assert checked.valid["category"].tolist() == ["jazz", None]
+    assert recommender.upsert_items(checked.valid) == (2, 0)
+    state = recommender._state
+    assert state is not None
+    assert set(state.index.get_items(["mixed-a", "mixed-b"])) == {"mixed-a", "mixed-b"}

@@ -75,8 +75,9 @@ def validate_items(
     ok = reason.isna()
     text_of = lambda name: get(name).astype(object).where(get(name).notna(), "").astype(str)  # noqa: E731
     category = get("category").astype(object)
-    category = category.where(category.isna() | (category.astype(str) == ""), category.astype(str))
-    category = category.where(category.astype(str) != "", None)
+    present = category.notna() & (category.astype(str) != "")
+    # Absent categories are None, never NaN: payloads and JSON have no NaN.
+    category = category.astype(str).astype(object).where(present, None)
     valid = pd.DataFrame(
         {
             "item_id": ids[ok],

@@ -1,0 +1,401 @@
+"""Request and response bodies: the HTTP contract, documented in the OpenAPI schema.
+
+These models check shapes and types only. What makes an event or an item valid (known event
+types, a view needs ``dwell_seconds``, timestamps between 1970 and 2100, ...) is decided by
+the library (``recsys.events.validate_events``, ``recsys.store.catalog.validate_items``), so
+the API, the file importer and the nightly job agree on one set of rules.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    Strict,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+from recsys.store.schema import MAX_ID_LENGTH
+
+MAX_BATCH = 1_000
+MAX_TAGS = 100
+MAX_TEXT_CHARS = 100_000
+MAX_CURSOR_CHARS = 16_384
+MAX_FILTER_VALUES = 50
+
+SimilarKind = Literal["content", "behavioural", "blend"]
+
+
+def storable_text(value: str) -> str:
+    """Text every supported database can store: no NUL character and valid UTF-8.
+
+    PostgreSQL rejects NUL in text, and a lone surrogate (legal in JSON escapes) cannot be
+    encoded at all; both would otherwise surface as a server error deep in the store.
+    """
+    if "\x00" in value:
+        raise PydanticCustomError("nul_character", "must not contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError(
+            "unpaired_surrogate", "must be valid Unicode (no unpaired surrogates)"
+        ) from None
+    return value
+
+
+Id = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID_LENGTH),
+    AfterValidator(storable_text),
+]
+Label = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(storable_text)]
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS), AfterValidator(storable_text)]
+
+
+def _timestamp(value: object) -> float | str:
+    """A JSON number (not a boolean) or text; the library parses and range-checks it."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise PydanticCustomError("finite_number", "must be a finite number")
+        return float(value)
+    if isinstance(value, str):
+        if len(value) > 64:
+            raise PydanticCustomError("timestamp_too_long", "must be at most 64 characters")
+        return storable_text(value)
+    raise PydanticCustomError("timestamp_type", "must be unix seconds (a number) or ISO 8601 text")
+
+
+Timestamp = Annotated[
+    float | str,
+    PlainValidator(_timestamp),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "number"}, {"type": "string", "maxLength": 64}],
+            "description": "Unix seconds, or ISO 8601 text (UTC unless it names a zone).",
+            "examples": [1718000000.5, "2024-06-10T06:13:20Z"],
+        }
+    ),
+]
+# Numbers are JSON numbers: true or "42" is a client bug worth reporting, not coercing.
+Number = Annotated[float, Strict()]
+
+
+class _Model(BaseModel):
+    # Unknown fields are errors: a misspelt "dwell_second" must not be dropped silently.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class FieldError(BaseModel):
+    """One problem with one field of the request."""
+
+    field: str = Field(description="The field at fault, e.g. `user_id` or `limit`.")
+    message: str = Field(description="What is wrong with it.")
+    location: str | None = Field(
+        default=None, description="Where the field is: `body`, `query`, `path` or `header`."
+    )
+    index: int | None = Field(
+        default=None,
+        description="For a batch, the 0-based position of the event or item at fault.",
+    )
+
+
+class ErrorOut(BaseModel):
+    """Every error response: a sentence naming the problem, and per-field details for 422."""
+
+    detail: str = Field(description="What went wrong, in one sentence.")
+    errors: list[FieldError] | None = Field(
+        default=None, description="Per-field problems, for request validation errors."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": "1 of 2 events is invalid; nothing was stored",
+                    "errors": [
+                        {
+                            "index": 1,
+                            "field": "dwell_seconds",
+                            "message": "view without dwell_seconds",
+                            "location": "body",
+                        }
+                    ],
+                },
+                {"detail": "store unavailable"},
+            ]
+        }
+    )
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+class EventIn(_Model):
+    """One interaction. The same event sent twice is stored once."""
+
+    event_id: Id | None = Field(
+        default=None,
+        description=(
+            "Your id for the event. Without one, an id is derived from "
+            "(user_id, item_id, type, timestamp), so a retried batch is not counted twice."
+        ),
+    )
+    user_id: Id
+    item_id: Id
+    type: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(storable_text)] = Field(
+        description=(
+            "like, dislike, skip, view (needs dwell_seconds), rating (needs value), "
+            "play (value = play count, default 1), or a configured custom type."
+        ),
+        examples=["like"],
+    )
+    timestamp: Timestamp | None = Field(
+        default=None, description="When it happened; missing means now."
+    )
+    dwell_seconds: Number | None = Field(
+        default=None, ge=0, description="Seconds spent on the item; required for a view."
+    )
+    value: Number | None = Field(
+        default=None, description="The rating for a rating, the play count for a play."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"user_id": "u-42", "item_id": "clip-7", "type": "like"},
+                {
+                    "event_id": "evt-0001",
+                    "user_id": "u-42",
+                    "item_id": "clip-9",
+                    "type": "view",
+                    "timestamp": "2024-06-10T06:13:20Z",
+                    "dwell_seconds": 31.5,
+                },
+            ]
+        }
+    )
+
+
+class EventsIn(_Model):
+    """A batch of events, stored all together or not at all."""
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "events": [
+                        {"user_id": "u-42", "item_id": "clip-7", "type": "like"},
+                        {
+                            "user_id": "u-42",
+                            "item_id": "clip-9",
+                            "type": "view",
+                            "dwell_seconds": 31.5,
+                        },
+                    ]
+                }
+            ]
+        }
+    )
+
+
+class EventsOut(BaseModel):
+    """What happened to a batch; ``accepted + duplicates`` is the batch size."""
+
+    accepted: int = Field(description="Events stored by this request.")
+    duplicates: int = Field(
+        description="Events already stored (an earlier request, or repeated in this batch)."
+    )
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"accepted": 2, "duplicates": 0}]})
+
+
+# --- items ----------------------------------------------------------------------------------
+
+
+class _ItemFields(_Model):
+    title: Text = ""
+    text: Text = Field(default="", description="Body text or description; feeds the content model.")
+    tags: list[Label] = Field(default_factory=list, max_length=MAX_TAGS)
+    category: Label | None = None
+    created_at: Timestamp | None = Field(default=None, description="When the item was published.")
+    duration_seconds: Number | None = Field(default=None, ge=0)
+
+
+_ITEM_EXAMPLE: dict[str, Any] = {
+    "item_id": "clip-7",
+    "title": "Fresh pasta in ten minutes",
+    "text": "A quick guide to fresh pasta with three ingredients.",
+    "tags": ["recipes", "pasta"],
+    "category": "cooking",
+    "created_at": "2024-06-01T12:00:00Z",
+    "duration_seconds": 95,
+}
+
+
+class ItemIn(_ItemFields):
+    """A catalogue item. Sending an existing ``item_id`` replaces that item."""
+
+    item_id: Id
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_ITEM_EXAMPLE]})
+
+
+class ItemPut(_ItemFields):
+    """A catalogue item at ``/v1/items/{item_id}``; a body ``item_id``, if any, must match."""
+
+    item_id: Id | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{k: v for k, v in _ITEM_EXAMPLE.items() if k != "item_id"}]}
+    )
+
+
+class ItemsIn(_Model):
+    """A batch of catalogue items, stored all together or not at all."""
+
+    items: list[ItemIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [_ITEM_EXAMPLE]}]})
+
+
+class ItemsOut(BaseModel):
+    """Items stored, embedded and indexed; they can be recommended at once."""
+
+    inserted: int = Field(description="Items new to the catalogue.")
+    updated: int = Field(description="Items that replaced an existing one.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"inserted": 1, "updated": 0}]})
+
+
+# --- feeds ----------------------------------------------------------------------------------
+
+
+class FeedItemOut(BaseModel):
+    """One recommended item and why it was picked."""
+
+    item_id: str
+    score: float = Field(description="Blended score; comparable within one response only.")
+    sources: list[str] = Field(
+        description=(
+            "Candidate sources that proposed the item, strongest first: behavioural, hybrid, "
+            "content, fresh, popular."
+        )
+    )
+    reason: str = Field(description="A short explanation fit for display.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": "clip-9",
+                    "score": 1.21,
+                    "sources": ["behavioural", "content"],
+                    "reason": "because you liked Fresh pasta in ten minutes",
+                }
+            ]
+        }
+    )
+
+
+class FeedOut(BaseModel):
+    """One page of a user's feed."""
+
+    user_id: str
+    items: list[FeedItemOut]
+    model_version: str | None = Field(description="The model version that ranked this page.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null when there is nothing more."
+    )
+    degraded: bool = Field(
+        description="True when the vector index was unavailable and the page is popularity only."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "u-42",
+                    "items": [
+                        {
+                            "item_id": "clip-9",
+                            "score": 1.21,
+                            "sources": ["behavioural", "content"],
+                            "reason": "because you liked Fresh pasta in ten minutes",
+                        }
+                    ],
+                    "model_version": "20240610T020000Z-1a2b3c",
+                    "next_cursor": "eJwBLQDS_wEAAAAB04wT",
+                    "degraded": False,
+                }
+            ]
+        }
+    )
+
+
+class SimilarOut(BaseModel):
+    """Items similar to one item."""
+
+    item_id: str
+    items: list[FeedItemOut]
+    model_version: str | None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": "clip-7",
+                    "items": [
+                        {
+                            "item_id": "clip-12",
+                            "score": 0.86,
+                            "sources": ["content"],
+                            "reason": "similar to Fresh pasta in ten minutes",
+                        }
+                    ],
+                    "model_version": "20240610T020000Z-1a2b3c",
+                }
+            ]
+        }
+    )
+
+
+# --- operations -----------------------------------------------------------------------------
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyOut(BaseModel):
+    """Readiness: every check must pass for the service to take traffic."""
+
+    detail: str = Field(description="`ready`, or which checks fail.")
+    ready: bool
+    checks: dict[str, bool] = Field(
+        description="store: the database answers; index: the vector index answers; "
+        "model: a model version is loaded."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": "ready",
+                    "ready": True,
+                    "checks": {"store": True, "index": True, "model": True},
+                }
+            ]
+        }
+    )

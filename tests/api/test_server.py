@@ -1,0 +1,159 @@
+"""``serve()``: the loopback rule without keys, and a real uvicorn process end to end."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from recsys.api import InsecureBindError, serve
+from recsys.api.server import is_loopback
+from tests.api.helpers import API_KEYS, READ_KEY, WRITE_KEY, bearer, settings_for
+
+
+@pytest.fixture
+def uvicorn_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: runs.append(kwargs))
+    return runs
+
+
+@pytest.mark.parametrize(
+    "host", ["0.0.0.0", "::", "192.168.1.20", "10.0.0.1", "example.com", "", "127.0.0.1.nip.io"]
+)
+def test_no_keys_refuses_to_bind_off_loopback(
+    tmp_path: Path, uvicorn_runs: list[dict[str, Any]], host: str
+) -> None:
+    with pytest.raises(InsecureBindError, match="RECSYS_API_KEYS"):
+        serve(host=host, port=8000, settings=settings_for(tmp_path / "home"))
+    assert uvicorn_runs == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "LOCALHOST", "127.0.0.2"])
+def test_no_keys_on_loopback_starts_with_a_warning(
+    tmp_path: Path,
+    uvicorn_runs: list[dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+    host: str,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    serve(host=host, port=8123, settings=settings_for(tmp_path / "home"))
+    assert uvicorn_runs[0]["host"] == host and uvicorn_runs[0]["port"] == 8123
+    assert uvicorn_runs[0]["workers"] == 1
+    assert "no API keys configured" in caplog.text
+
+
+def test_with_keys_any_address_is_allowed(
+    tmp_path: Path, uvicorn_runs: list[dict[str, Any]]
+) -> None:
+    serve(host="0.0.0.0", port=8000, settings=settings_for(tmp_path / "home", api_keys=API_KEYS))
+    assert uvicorn_runs[0]["host"] == "0.0.0.0"
+
+
+def test_is_loopback() -> None:
+    assert all(map(is_loopback, ["127.0.0.1", "::1", "[::1]", "localhost", "127.8.9.10"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "192.168.0.1", "localhost.evil", ""]))
+
+
+# --- a real server ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(
+    trained_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``recsys.api.serve`` in its own process, on loopback, with read and write keys."""
+    root = tmp_path_factory.mktemp("server")
+    shutil.copytree(trained_template, root / "home")
+    port = free_port()
+    env = {
+        **os.environ,
+        "RECSYS_HOME": str(root / "home"),
+        "RECSYS_API_KEYS": API_KEYS,
+        "RECSYS_MAX_BODY_BYTES": "2048",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", f"from recsys.api import serve; serve(port={port})"],
+        cwd=root,  # no stray .env file
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"server did not start:\n{process.communicate()[0]}")
+        time.sleep(0.2)
+    yield base, process
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGINT)
+    try:
+        output, _ = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    return output
+
+
+@pytest.mark.slow
+def test_real_server_end_to_end(server: tuple[str, subprocess.Popen[str]]) -> None:
+    base, process = server
+    with httpx.Client(base_url=base, timeout=30) as http:
+        feed = http.get("/v1/users/demo-user-0001/feed?limit=5", headers=bearer(READ_KEY))
+        assert feed.status_code == 200 and len(feed.json()["items"]) == 5
+        assert http.get("/v1/users/demo-user-0001/feed").status_code == 401
+        wrong = http.get("/v1/users/demo-user-0001/feed", headers=bearer("nope-" + READ_KEY))
+        assert wrong.status_code == 401
+
+        event = {"user_id": "demo-user-0001", "item_id": "demo-item-00001", "type": "like"}
+        posted = http.post("/v1/events", json={"events": [event]}, headers=bearer(WRITE_KEY))
+        assert posted.status_code == 200 and posted.json()["accepted"] == 1
+
+        # Over the 2048-byte limit: declared, and streamed without a length.
+        big = json.dumps({"events": [event] * 40}).encode()
+        headers = {**bearer(WRITE_KEY), "content-type": "application/json"}
+        declared = http.post("/v1/events", content=big, headers=headers)
+        assert declared.status_code == 413 and declared.json()["detail"]
+        streamed = http.post("/v1/events", content=iter([big[:1500], big[1500:]]), headers=headers)
+        assert streamed.request.headers.get("transfer-encoding") == "chunked"
+        assert streamed.status_code == 413 and streamed.json()["detail"]
+
+        metrics = http.get("/metrics", headers=bearer(READ_KEY)).text
+        assert "recsys_model_info{version=" in metrics
+
+    output = stop(process)
+    assert '"GET /v1/users/demo-user-0001/feed?limit=5 HTTP/1.1" 200' in output, output
+    for key in (READ_KEY, WRITE_KEY):
+        assert key not in output
