@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -129,9 +128,8 @@ def main() -> None:
     print(f"matrix: {stats['users']:,} x {stats['items']:,}, {stats['nonzeros']:,} nonzeros")
     print()
     print(f"{'what':<34}{'seconds':>10}{'peak RSS':>12}")
-    print(
-        f"{'recsys train (end to end)':<34}{pipeline['wall']:>10.1f}{pipeline['peak'] / 2**30:>10.2f}GB"
-    )
+    peak_gb = pipeline["peak"] / 2**30
+    print(f"{'recsys train (end to end)':<34}{pipeline['wall']:>10.1f}{peak_gb:>10.2f}GB")
     for stage, seconds in pipeline["timings"].items():
         print(f"{'  stage ' + stage:<34}{seconds:>10.1f}")
     print(f"{'bare implicit ALS fit':<34}{bare['als']:>10.1f}")
