@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.train import GateRefused, TrainingError, train
+from pipelines.train import GateRefused, TrainingError, check_gate, train
 from recsys.config import Settings
 from recsys.feed import Recommender
 from recsys.store import Store
@@ -63,7 +63,18 @@ def test_cold_item_gets_hybrid_and_content_vectors(trained_world: TrainedWorld) 
     recommender.close()
 
 
-def test_gate_refuses_a_model_worse_than_popularity(tmp_path: Path) -> None:
+def test_gate_rule_compares_with_popularity_and_the_live_model() -> None:
+    new = {"als": {"ndcg@10": 0.10}, "popularity": {"ndcg@10": 0.12}}
+    assert "below the popularity baseline" in (check_gate(new, None, 0.1) or "")
+    good = {"als": {"ndcg@10": 0.20}, "popularity": {"ndcg@10": 0.12}}
+    assert check_gate(good, None, 0.1) is None
+    live = {"gate": {"als": {"ndcg@10": 0.25}}}
+    assert "below the live model" in (check_gate(good, live, 0.1) or "")
+    assert check_gate(good, live, 0.25) is None  # 0.20 >= 0.25 * (1 - 0.25)
+    assert check_gate({"skipped": "too few events"}, live, 0.1) is None
+
+
+def test_gate_refuses_a_worse_model_and_keeps_the_live_one(tmp_path: Path) -> None:
     world = build_trained_world(tmp_path / "home", scale=0.2)
     with open_vector_store(world.settings) as vectors:
         live = vectors.live_version()
@@ -75,7 +86,7 @@ def test_gate_refuses_a_model_worse_than_popularity(tmp_path: Path) -> None:
             )
         }
     )
-    with pytest.raises(GateRefused, match="below the popularity baseline"):
+    with pytest.raises(GateRefused, match="below the (popularity baseline|live model)"):
         train(world.store, bad)
     with open_vector_store(world.settings) as vectors:
         assert vectors.live_version() == live
