@@ -139,7 +139,6 @@ class VectorIndex(ABC):
 
     # -- writes ---------------------------------------------------------------------------
 
-    @abstractmethod
     def upsert_items(
         self,
         ids: Sequence[str],
@@ -153,8 +152,10 @@ class VectorIndex(ABC):
         ``vectors`` maps a vector name to an ``(len(ids), dim)`` array. A point is replaced
         whole, so vectors not given here are dropped from existing points.
         """
+        checked = check_ids(ids)
+        arrays = check_vectors(self.dims, vectors, len(checked))
+        return self._upsert(ITEMS, checked, arrays, item_payloads(checked, payloads), batch_size)
 
-    @abstractmethod
     def upsert_users(
         self,
         ids: Sequence[str],
@@ -163,6 +164,20 @@ class VectorIndex(ABC):
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> int:
         """Insert or replace users; return how many were written."""
+        checked = check_ids(ids)
+        arrays = check_vectors(self.dims, vectors, len(checked))
+        return self._upsert(USERS, checked, arrays, user_payloads(checked), batch_size)
+
+    @abstractmethod
+    def _upsert(
+        self,
+        collection: str,
+        ids: list[str],
+        arrays: dict[str, FloatArray],
+        payloads: list[dict[str, Any]],
+        batch_size: int,
+    ) -> int:
+        """Write validated points to ``collection`` (items or users) in batches."""
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ import numpy.typing as npt
 from qdrant_client import QdrantClient, models
 
 from recsys.vectors.base import (
-    DEFAULT_BATCH_SIZE,
     INDEXED_ITEM_FIELDS,
     ITEMS,
     USERS,
@@ -39,10 +38,7 @@ from recsys.vectors.base import (
     check_query_vector,
     check_strategy,
     check_vector_name,
-    check_vectors,
-    item_payloads,
     point_id,
-    user_payloads,
     validate_dims,
 )
 from recsys.vectors.versions import IndexBuild, VectorStore, VersionInfo, check_version, stage
@@ -162,29 +158,6 @@ class ClientIndex(VectorIndex):
         return self.items_collection if collection == ITEMS else self.users_collection
 
     # -- writes ---------------------------------------------------------------------------
-
-    def upsert_items(
-        self,
-        ids: Sequence[str],
-        vectors: Mapping[str, npt.ArrayLike],
-        payloads: Sequence[Mapping[str, Any]] | None = None,
-        *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> int:
-        checked = check_ids(ids)
-        arrays = check_vectors(self._dims, vectors, len(checked))
-        return self._upsert(ITEMS, checked, arrays, item_payloads(checked, payloads), batch_size)
-
-    def upsert_users(
-        self,
-        ids: Sequence[str],
-        vectors: Mapping[str, npt.ArrayLike],
-        *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> int:
-        checked = check_ids(ids)
-        arrays = check_vectors(self._dims, vectors, len(checked))
-        return self._upsert(USERS, checked, arrays, user_payloads(checked), batch_size)
 
     def _upsert(
         self,

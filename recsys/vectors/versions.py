@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import numpy.typing as npt
 
 from recsys.vectors.base import (
-    DEFAULT_BATCH_SIZE,
     FloatArray,
     Hit,
     ItemFilter,
@@ -228,26 +227,16 @@ class IndexBuild(VectorIndex):
     def dims(self) -> Mapping[str, int]:
         return self.index.dims
 
-    def upsert_items(
+    def _upsert(
         self,
-        ids: Sequence[str],
-        vectors: Mapping[str, npt.ArrayLike],
-        payloads: Sequence[Mapping[str, Any]] | None = None,
-        *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        collection: str,
+        ids: list[str],
+        arrays: dict[str, FloatArray],
+        payloads: list[dict[str, Any]],
+        batch_size: int,
     ) -> int:
         self._check_open()
-        return self.index.upsert_items(ids, vectors, payloads, batch_size=batch_size)
-
-    def upsert_users(
-        self,
-        ids: Sequence[str],
-        vectors: Mapping[str, npt.ArrayLike],
-        *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> int:
-        self._check_open()
-        return self.index.upsert_users(ids, vectors, batch_size=batch_size)
+        return self.index._upsert(collection, ids, arrays, payloads, batch_size)
 
     def search(
         self,
