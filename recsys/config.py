@@ -55,11 +55,18 @@ class FeedConfig(BaseModel):
     # Source weights for a user with a full history ("warm") and with none ("cold"); a user
     # in between is interpolated by history length, so cold users lean on content and
     # popularity and warm users on behaviour.
+    #
+    # The warm weights were chosen on a validation split carved from the training part of
+    # MovieLens (ml-latest-small, each user's newest 20 % of training events, NDCG@10 of the
+    # feed's lists), never on a test split. Behavioural scores alone gave 0.137 there; the
+    # old hybrid 0.5 / content 0.35 diluted them to 0.121, while hybrid 0.25, content 0.15
+    # and popular 0.05 on top of behaviour and its recent-likes list give 0.146. The hybrid
+    # and content sources still carry new items (see cold_item_boost) and cold users.
     warm_weights: dict[str, float] = Field(
         default_factory=lambda: {
             "behavioural": 1.0,
-            "hybrid": 0.5,
-            "content": 0.35,
+            "hybrid": 0.25,
+            "content": 0.15,
             "fresh": 0.15,
             "popular": 0.05,
         }
@@ -73,6 +80,11 @@ class FeedConfig(BaseModel):
             "popular": 0.6,
         }
     )
+    # Items close (in ALS space) to the user's five latest likes join the behavioural source
+    # with this share of its weight. On the validation split above it added about 5 %
+    # (0.137 -> 0.145 with behaviour alone: the last few likes say more about the next pick
+    # than the whole history does); 0.25 to 0.5 scored alike, 1.0 was worse.
+    recent_weight: float = Field(default=0.5, ge=0.0)
     # Number of events after which a user counts as fully warm.
     warm_after_events: int = 20
     # Items with fewer positive users than this are "cold": content and hybrid scores are
@@ -82,15 +94,21 @@ class FeedConfig(BaseModel):
     # A view shorter than this does not mark an item as consumed (the user bounced).
     seen_view_seconds: float = 5.0
     # MMR trade-off between relevance (1.0) and novelty against the page so far (0.0).
-    mmr_lambda: float = 0.75
+    # 0.95 on the validation split above: 0.75 cost 2 % of NDCG@10 (0.142 against 0.145)
+    # for little variety that the category cap does not already give; 0.95 costs nothing.
+    mmr_lambda: float = 0.95
     # No category may fill more than this share of a page, unless the user likes only one.
     max_category_share: float = 0.5
     # Feedback fatigue: candidates similar to recent skips lose up to this much score,
     # fading with the skip's age.
     fatigue_penalty: float = 0.5
     fatigue_half_life_hours: float = 24.0
-    # Recent events read per request for the real-time user vector.
-    history_events: int = 500
+    # Recent events read per request for the real-time user vector and the consumed-items
+    # filter. At 500 a heavy user (ml-latest-small has users with over 2,000 ratings) was
+    # shown items they had rated long ago, and their ALS vector forgot most of their history:
+    # 500 -> 5000 raised the feed's validation NDCG@10 from 0.114 to 0.121 (behaviour alone
+    # 0.132 -> 0.137). 3000 covers every user there and stays a few milliseconds per request.
+    history_events: int = 3000
 
 
 class Settings(BaseSettings):

@@ -6,7 +6,8 @@ One request builds one page:
 1. read the user's recent events from the store (so a like is felt on the next page);
 2. fold the user in: a fresh ALS vector from those events, plus their recent positive and
    negative items as examples for content and hybrid recommend queries;
-3. gather candidates per source (behavioural, hybrid, content, fresh, popular), with
+3. gather candidates per source (behavioural, with items like the latest few likes folded
+   into it, hybrid, content, fresh, popular), with
    consumed items, page history and request filters pushed down into Qdrant;
 4. normalise each source's scores to [0, 1] and blend them with weights that depend on
    how much history the user has and how many interactions each item has;
@@ -58,6 +59,10 @@ MAX_CURSOR_BYTES = 5 + 8 * MAX_CURSOR_ITEMS
 CURSOR_VERSION = 1
 POSITIVE_EXAMPLES = 10
 NEGATIVE_EXAMPLES = 5
+# The behavioural source also asks for items whose ALS vectors are close to the user's few
+# latest likes: what someone liked last predicts what they want next better than their whole
+# history does (see FeedConfig.recent_weight).
+RECENT_POSITIVES = 5
 SimilarKind = Literal["content", "behavioural", "blend"]
 
 
@@ -478,6 +483,11 @@ class Recommender:
         als_vector = self._als_vector(state, user_id, history)
         if als_vector is not None:
             candidates["behavioural"] = state.index.search("als", als_vector, n, item_filter)
+        if positives and config.recent_weight > 0:
+            # Scored into the behavioural part of the blend (see below).
+            candidates["recent"] = state.index.recommend(
+                "als", positives[:RECENT_POSITIVES], [], n, item_filter
+            )
         if positives:
             candidates["content"] = state.index.recommend(
                 "content",
@@ -506,18 +516,25 @@ class Recommender:
             candidates["fresh"] = self._newest(catalogue, n, set(exclude), filters)
         candidates["popular"] = self._popular(catalogue, n, set(exclude), filters)
 
-        # Blend: per-source min-max, then weights interpolated between cold and warm.
+        # Blend: per-source min-max, then weights interpolated between cold and warm. The
+        # recent-likes list counts towards the behavioural source, at recent_weight times the
+        # behavioural weight, so cold users (behavioural weight 0) do not get it either.
         weights = {
             s: warmth * config.warm_weights.get(s, 0.0)
             + (1 - warmth) * config.cold_weights.get(s, 0.0)
             for s in SOURCES
         }
+        share = {s: 1.0 for s in SOURCES}
+        share["recent"] = config.recent_weight
+        source_of = {s: s for s in SOURCES}
+        source_of["recent"] = "behavioural"
         ids: list[str] = []
         slot: dict[str, int] = {}
         parts: list[dict[str, float]] = []
-        for source, hits in candidates.items():
+        for name, hits in candidates.items():
             if not hits:
                 continue
+            source = source_of[name]
             normalised = _normalise(np.array([h.score for h in hits], dtype=np.float64))
             for hit, value in zip(hits, normalised, strict=True):
                 if served and _item_hash(hit.item_id) in served:
@@ -527,7 +544,9 @@ class Recommender:
                     position = slot[hit.item_id] = len(ids)
                     ids.append(hit.item_id)
                     parts.append({})
-                parts[position][source] = float(value)
+                parts[position][source] = parts[position].get(source, 0.0) + share[name] * float(
+                    value
+                )
         if not ids:
             return []
         rows = catalogue.rows(ids)

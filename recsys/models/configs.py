@@ -6,9 +6,9 @@ can expose these configs without pulling in implicit, LightFM or scikit-learn.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _ModelConfig(BaseModel):
@@ -20,11 +20,19 @@ class ALSConfig(_ModelConfig):
     """Matrix factorisation with implicit: ALS by default, BPR on request."""
 
     model: Literal["als", "bpr"] = "als"
+    # factors, regularization and alpha were chosen together on a validation split carved
+    # from the training part of MovieLens (ml-latest-small: each user's newest 20 % of their
+    # training events, NDCG@10), never on a test split. What matters most is the ratio
+    # regularization / alpha: implicit's regularization is not scaled by the data size, and
+    # around 6 (50 / 8) beat the old 0.05 / 1 by about 20 % (0.137 against 0.115 on the
+    # temporal validation split, 0.214 against 0.177 on the stratified one). 32 to 128
+    # factors scored within noise of each other there; 64 keeps the vectors small.
     factors: int = Field(default=64, gt=0)
-    regularization: float = Field(default=0.05, ge=0.0)
+    regularization: float = Field(default=50.0, ge=0.0)
     # Confidence scaling: the interaction matrix is multiplied by alpha before fitting (ALS only;
     # BPR treats every positive entry as a binary signal).
-    alpha: float = Field(default=1.0, gt=0.0)
+    alpha: float = Field(default=8.0, gt=0.0)
+    # 30 iterations scored the same as 15 on the validation split.
     iterations: int = Field(default=15, gt=0)
     # BPR's SGD step; ignored by ALS.
     learning_rate: float = Field(default=0.01, gt=0.0)
@@ -34,19 +42,39 @@ class ALSConfig(_ModelConfig):
     num_threads: int = Field(default=0, ge=0)
     random_state: int | None = 42
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bpr_regularization(cls, data: Any) -> Any:
+        # BPR's regularization is an SGD penalty on another scale: ALS's 50 would drive its
+        # factors to NaN. Without an explicit value BPR keeps its own default, 0.05.
+        if isinstance(data, dict) and data.get("model") == "bpr" and "regularization" not in data:
+            return {**data, "regularization": BPR_REGULARIZATION}
+        return data
+
+
+BPR_REGULARIZATION = 0.05
+
 
 class HybridConfig(_ModelConfig):
     """LightFM with the WARP loss over item features built from the catalogue."""
 
     no_components: int = Field(default=64, gt=0)
-    epochs: int = Field(default=10, gt=0)
+    # WARP was still improving at 10 epochs: 30 raised NDCG@10 on the temporal validation
+    # split (carved from MovieLens training data) from 0.087 to 0.102; 50 gained a little more
+    # (0.108) for two thirds more training time.
+    epochs: int = Field(default=30, gt=0)
     learning_rate: float = Field(default=0.05, gt=0.0)
     item_alpha: float = Field(default=1e-6, ge=0.0)
     user_alpha: float = Field(default=1e-6, ge=0.0)
     # Negatives WARP samples per positive before giving up on finding a violating one.
     max_sampled: int = Field(default=10, gt=0)
     # Title/text vocabulary: at most this many tokens, each seen in at least min_token_count items.
-    max_text_tokens: int = Field(default=5000, ge=0)
+    # The frequent words are what place a brand-new item: with none, cold-item ranking on a
+    # validation split halved (NDCG@10 among the cold items 0.13 -> 0.06), while the long tail
+    # of rare words cost warm ranking (temporal validation NDCG@10 0.111 without words, 0.101
+    # with the 500 most frequent, 0.087 with 5000 at 10 epochs). 500 keeps the cold-item
+    # benefit (AUC 0.80) at a small cost to warm users, whom ALS serves anyway.
+    max_text_tokens: int = Field(default=500, ge=0)
     min_token_count: int = Field(default=2, gt=0)
     # A tag on fewer items than this is noise rather than a shared feature.
     min_tag_count: int = Field(default=2, gt=0)

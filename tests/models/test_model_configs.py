@@ -35,13 +35,17 @@ def test_defaults() -> None:
     assert (als.model, als.factors, als.regularization, als.alpha, als.iterations) == (
         "als",
         64,
-        0.05,
-        1.0,
+        50.0,
+        8.0,
         15,
     )
     assert als.use_gpu == "auto" and als.random_state == 42
+    # BPR keeps its own regularization scale unless one is given.
+    assert ALSConfig(model="bpr").regularization == 0.05
+    assert ALSConfig(model="bpr", regularization=0.5).regularization == 0.5
     hybrid = HybridConfig()
-    assert (hybrid.no_components, hybrid.epochs, hybrid.learning_rate) == (64, 10, 0.05)
+    assert (hybrid.no_components, hybrid.epochs, hybrid.learning_rate) == (64, 30, 0.05)
+    assert hybrid.max_text_tokens == 500
     assert hybrid.item_alpha == hybrid.user_alpha == 1e-6 and hybrid.num_threads == 2
     content = ContentConfig()
     assert (content.encoder, content.dim) == ("tfidf", 64)
