@@ -44,7 +44,7 @@ from recsys.models.hybrid import HybridModel
 from recsys.signals import event_weights
 from recsys.store import Store
 from recsys.store.catalog import load_items, upsert_items
-from recsys.store.events import InsertResult, insert_events, user_events
+from recsys.store.events import InsertResult, consumed_items, insert_events, user_events
 from recsys.store.schema import events as events_table
 from recsys.vectors.base import Hit, ItemFilter, VectorIndex
 from recsys.vectors.versions import VectorStore, open_vector_store
@@ -406,8 +406,15 @@ class Recommender:
         events["row"] = rows
         return events
 
-    def _consumed(self, history: pd.DataFrame) -> list[str]:
-        """Items that never come back: everything touched except bounced views."""
+    def _consumed(self, user_id: str, history: pd.DataFrame) -> list[str]:
+        """Items that never come back: everything touched except bounced views.
+
+        The recent history answers when it holds the user's whole log; a longer log is
+        asked of the store, so an item consumed long ago stays filtered too.
+        """
+        if len(history) >= self.config.history_events:
+            with self.store.read() as conn:
+                return consumed_items(conn, user_id, min_view_seconds=self.config.seen_view_seconds)
         if history.empty:
             return []
         bounced = (history[TYPE] == "view") & (
@@ -464,7 +471,7 @@ class Recommender:
     ) -> list[FeedItem]:
         config = self.config
         catalogue = state.catalogue
-        consumed = self._consumed(history)
+        consumed = self._consumed(user_id, history)
         exclude = list(
             dict.fromkeys([*consumed, *((filters.exclude_ids or []) if filters else [])])
         )
@@ -753,11 +760,9 @@ class Recommender:
         """Popularity straight from the store, for when the vector index cannot answer."""
         from sqlalchemy import func, select
 
-        consumed = set(self._consumed(history)) if history is not None else set()
         if history is None:
-            consumed = set(
-                user_events_frame(self.store, user_id, self.config.history_events)[ITEM_ID]
-            )
+            history = user_events_frame(self.store, user_id, self.config.history_events)
+        consumed = set(self._consumed(user_id, history))
         excluded = consumed | set((filters.exclude_ids or []) if filters else [])
         with self.store.read() as conn:
             query = (

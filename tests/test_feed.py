@@ -257,3 +257,19 @@ def test_batch_with_and_without_categories_is_stored_and_indexed(
     state = recommender._state
     assert state is not None
     assert set(state.index.get_items(["mixed-a", "mixed-b"])) == {"mixed-a", "mixed-b"}
+
+
+def test_items_consumed_before_the_recent_window_stay_filtered(
+    recommender: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = "long-history"
+    first = [i.item_id for i in recommender.feed(user, limit=3).items]
+    send(recommender, user, first, "like")
+    later = [i.item_id for i in recommender.feed(user, limit=8).items]
+    send(recommender, user, later, "skip", start=1.8e9 + 50)
+    # Only the last 5 events fit the window; the three likes are older than that.
+    monkeypatch.setattr(
+        recommender, "config", recommender.config.model_copy(update={"history_events": 5})
+    )
+    shown = {i.item_id for i in recommender.feed(user, limit=100).items}
+    assert not shown & set(first + later)

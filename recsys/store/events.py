@@ -182,6 +182,13 @@ def user_events(conn: Connection, user_id: str, *, limit: int = 500) -> pd.DataF
     return _frame([tuple(row) for row in conn.execute(query)])
 
 
+def consumed_items(conn: Connection, user_id: str, *, min_view_seconds: float) -> list[str]:
+    """Every item the user has touched, all time, except views shorter than the threshold."""
+    bounced = (events.c.type == "view") & (events.c.dwell_seconds < min_view_seconds)
+    query = select(events.c.item_id).where(events.c.user_id == user_id).where(~bounced).distinct()
+    return [row[0] for row in conn.execute(query)]
+
+
 def count_events(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
 
