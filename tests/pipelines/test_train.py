@@ -86,7 +86,7 @@ def test_gate_refuses_a_worse_model_and_keeps_the_live_one(tmp_path: Path) -> No
             )
         }
     )
-    with pytest.raises(GateRefused, match="below the (popularity baseline|live model)"):
+    with pytest.raises(GateRefused, match=r"below the (popularity baseline|live model)"):
         train(world.store, bad)
     with open_vector_store(world.settings) as vectors:
         assert vectors.live_version() == live
