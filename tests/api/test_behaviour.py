@@ -123,12 +123,12 @@ def test_a_like_is_felt_by_the_next_feed(api: TestClient, world: World) -> None:
         "/v1/events", json={"events": [{"user_id": user, "item_id": liked, "type": "like"}]}
     )
     assert posted.status_code == 200 and posted.json() == {"accepted": 1, "duplicates": 0}
-    stored_at = time.monotonic()
     # Durable before the response: the store already holds it.
     with world.store.read() as conn:
         assert liked in set(user_events(conn, user, limit=50)["item_id"])
-    assert wait_for(lambda: liked not in feed_ids(api, user, limit=20), seconds=1.0)
-    assert time.monotonic() - stored_at < 1.0
+    # No background step stands between an event and the feed: the very next request
+    # reflects it, so "within a second" holds without any wait (timings are for benchmarks).
+    assert liked not in feed_ids(api, user, limit=20)
 
 
 def test_events_are_idempotent(api: TestClient, world: World) -> None:
