@@ -1,0 +1,49 @@
+"""End to end on real data: every model and the production feed, one report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.datasets import read_movielens
+from pipelines.evaluate import evaluate, prepare
+from recsys.config import Settings
+from recsys.evaluation.report import compare_reports
+from tests.conftest import require_datasets
+
+
+@pytest.mark.slow
+def test_movielens_report_has_every_section_and_the_feed_beats_popularity(tmp_path: Path) -> None:
+    items, events = read_movielens(require_datasets("ml-latest-small"))
+    settings = Settings(home=tmp_path / "home", _env_file=None)  # type: ignore[call-arg]
+    data = prepare("ml-latest-small", items, events, settings)
+    result = evaluate(
+        data, settings, protocol="temporal", k_values=[5, 10], out_dir=tmp_path / "reports"
+    )
+
+    document = json.loads((result.report_dir / "metrics.json").read_text())
+    models = document["models"]
+    assert set(models) == {"popularity", "als", "hybrid", "content", "feed"}
+    for entry in models.values():
+        for metric in ("precision@10", "recall@10", "ndcg@10", "map@10", "mrr@10", "coverage@10"):
+            assert metric in entry["metrics"]
+        assert {"users_cold", "users_medium", "users_heavy"} <= set(entry["slices"])
+    feed, popularity = (
+        models["feed"]["metrics"]["ndcg@10"],
+        models["popularity"]["metrics"]["ndcg@10"],
+    )
+    assert feed > popularity
+    # Every test user got a list from the production feed.
+    assert models["feed"]["n_users_without_recommendations"] == 0
+
+    html = (result.report_dir / "index.html").read_text()
+    for section in ("summary", "curves", "segments", "popularity"):
+        assert f'id="{section}' in html, section
+    assert "data:image/png;base64," in html
+
+    frame = compare_reports(
+        result.report_dir / "metrics.json", result.report_dir / "metrics.json", echo=False
+    )
+    assert len(frame) and (frame["delta"].fillna(0) == 0).all()
