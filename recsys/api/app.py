@@ -38,6 +38,7 @@ from recsys.api.middleware import BodyLimitMiddleware, TimingMiddleware
 from recsys.api.schemas import (
     MAX_CURSOR_CHARS,
     MAX_FILTER_VALUES,
+    ActivateOut,
     ErrorOut,
     EventsIn,
     EventsOut,
@@ -59,7 +60,9 @@ from recsys.events import validate_events
 from recsys.feed import FeedFilters, FeedItem, InvalidCursor, NoModel, Recommender, UnknownItem
 from recsys.store import Store, open_store
 from recsys.store.catalog import ITEM_FIELDS, validate_items
+from recsys.store.runs import mark_published
 from recsys.store.schema import MAX_ID_LENGTH
+from recsys.vectors.versions import check_version
 
 log = logging.getLogger("recsys.api")
 
@@ -86,7 +89,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         "did not issue.",
         401: "Missing or unknown API key.",
         403: "The API key lacks the scope this endpoint needs.",
-        404: "No such item.",
+        404: "No such item, or no complete model version by that name.",
         413: "Request body larger than the configured limit.",
         422: "The request is invalid; `errors` names each field at fault.",
         503: "The store or the model is unavailable; retry later.",
@@ -370,6 +373,70 @@ def _reject_errors(rejects: pd.DataFrame) -> list[dict[str, Any]]:
             rejects[["row", "field", "reason"]].itertuples(index=False, name=None)
         )
     ]
+
+
+# --- models ---------------------------------------------------------------------------------
+
+ModelVersion = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description="A version listed by `recsys models list`.",
+    ),
+]
+NO_SUCH_VERSION = "no complete model version by this name (see `recsys models list`)"
+
+
+@v1.post(
+    "/v1/models/{version}/activate",
+    response_model=ActivateOut,
+    responses={**_errors(401, 403, 404, 422, 503)},
+    dependencies=[Depends(require_write)],
+    tags=["models"],
+    summary="Make a complete model version live (roll back or forward)",
+)
+def activate_model(request: Request, version: ModelVersion) -> ActivateOut:
+    """Switches the live model of every serving process to `version`, which must be a
+    complete version (its vectors and its artifacts) that is still kept; the model registry
+    marks it published. This process serves it before the response; the others pick it up
+    within about a second. Activating the live version changes nothing."""
+    recommender = _recommender(request)
+    settings: Settings = request.app.state.settings
+    try:
+        check_version(version)
+    except ValueError:
+        raise HTTPException(404, NO_SUCH_VERSION) from None
+    # The artifacts first: a version whose vectors exist but whose models were removed
+    # could go live and then fail to load in every serving process.
+    if not (settings.artifacts_dir / version / "manifest.json").is_file():
+        raise HTTPException(404, NO_SUCH_VERSION)
+    vectors = recommender.vectors
+    try:
+        previous = vectors.live_version()
+        vectors.rollback(version)
+    except ValueError:
+        # Not complete, or removed by a cleanup since the artifacts were checked.
+        raise HTTPException(404, NO_SUCH_VERSION) from None
+    except Exception:
+        log.exception("activating model version %s failed", version)
+        raise ServiceUnavailable("vector index unavailable") from None
+    with recommender.store.transaction() as conn:
+        mark_published(conn, version)
+    log.info("model version %s activated (was %s)", version, previous)
+    if recommender.refresh():
+        _metrics(request).model_swaps.inc()
+    if recommender.model_version != version:
+        log.warning(
+            "model version %s is live, but this process could not load it and still serves %s",
+            version,
+            recommender.model_version,
+        )
+    return ActivateOut(
+        live_version=version,
+        previous_version=previous,
+        model_version=recommender.model_version,
+    )
 
 
 # --- operations -----------------------------------------------------------------------------

@@ -371,6 +371,36 @@ class SimilarOut(BaseModel):
     )
 
 
+# --- models ---------------------------------------------------------------------------------
+
+
+class ActivateOut(BaseModel):
+    """The model version made live by an activation (a rollback or a roll forward)."""
+
+    live_version: str = Field(description="The version now live for every serving process.")
+    previous_version: str | None = Field(
+        description="The version that was live before this request, if any."
+    )
+    model_version: str | None = Field(
+        description=(
+            "The version this service process serves after the request; the others pick the "
+            "new one up within about a second."
+        )
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "live_version": "20240609T020000Z-9f8e7d",
+                    "previous_version": "20240610T020000Z-1a2b3c",
+                    "model_version": "20240609T020000Z-9f8e7d",
+                }
+            ]
+        }
+    )
+
+
 # --- operations -----------------------------------------------------------------------------
 
 

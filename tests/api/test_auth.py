@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 
 from recsys.api import auth as auth_module
 from recsys.api.auth import KeyRing, fingerprint
+from recsys.vectors.versions import VersionInfo
 from tests.api.helpers import (
     API_KEYS,
     READ_KEY,
@@ -32,6 +35,7 @@ ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("POST", "/v1/events", {"events": [EVENT]}, "write"),
     ("PUT", "/v1/items/i1", ITEM, "write"),
     ("POST", "/v1/items", {"items": [{"item_id": "i1", **ITEM}]}, "write"),
+    ("POST", "/v1/models/m1/activate", None, "write"),
     ("GET", "/metrics", None, "read"),
     ("GET", "/healthz", None, "open"),
     ("GET", "/readyz", None, "open"),
@@ -50,6 +54,45 @@ EXPECTED = {
 }
 
 
+class StubVersions:
+    """The vector store and registry behind the activate endpoint: one complete version."""
+
+    def __init__(self) -> None:
+        self.live = "m1"
+
+    def list_versions(self) -> list[VersionInfo]:
+        return [VersionInfo("m1", 0.0, live=self.live == "m1")]
+
+    def live_version(self) -> str:
+        return self.live
+
+    def rollback(self, version: str) -> str:
+        if version != "m1":
+            raise ValueError(version)
+        self.live = version
+        return version
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        yield self
+
+    def execute(self, statement: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> FakeRecommender:
+    """The stand-in recommender, plus a complete model version ``m1`` to activate."""
+    recommender = FakeRecommender()
+    stub = StubVersions()
+    recommender.vectors = stub  # type: ignore[attr-defined]
+    recommender.store = stub  # type: ignore[attr-defined]
+    manifest = tmp_path / "home" / "models" / "m1" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{}")
+    return recommender
+
+
 def test_matrix_covers_every_endpoint(client: TestClient) -> None:
     documented = {
         (method.upper(), path)
@@ -57,7 +100,10 @@ def test_matrix_covers_every_endpoint(client: TestClient) -> None:
         for method in operations
     }
     covered = {
-        (method, path.replace("u1", "{user_id}").replace("i1", "{item_id}"))
+        (
+            method,
+            path.replace("u1", "{user_id}").replace("i1", "{item_id}").replace("m1", "{version}"),
+        )
         for method, path, _, _ in ENDPOINTS
     }
     assert documented == covered
