@@ -8,6 +8,7 @@ one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` on PostgreSQL. Duplicates (
 
 from __future__ import annotations
 
+import csv
 import io
 import time
 from collections.abc import Iterator
@@ -77,7 +78,17 @@ def _copy_insert_postgres(conn: Connection, frame: pd.DataFrame) -> int:
     raw = conn.connection.driver_connection
     buffer = io.StringIO()
     # CSV through COPY is PostgreSQL's fastest load path; pandas writes it vectorized.
-    frame.to_csv(buffer, index=False, header=False, na_rep="\\N", float_format="%.17g")
+    # Every field quoted: an id may hold a bare carriage return or the text \N, which
+    # unquoted CSV would end a line at or read back as NULL. Only the two nullable numeric
+    # columns turn a quoted empty field into NULL.
+    frame.to_csv(
+        buffer,
+        index=False,
+        header=False,
+        quoting=csv.QUOTE_ALL,
+        na_rep="",
+        float_format="%.17g",
+    )
     with raw.cursor() as cursor:  # type: ignore[union-attr]
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS events_load "
@@ -85,7 +96,8 @@ def _copy_insert_postgres(conn: Connection, frame: pd.DataFrame) -> int:
         )
         cursor.execute("TRUNCATE events_load")
         with cursor.copy(
-            f"COPY events_load ({columns}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+            f"COPY events_load ({columns}) FROM STDIN "
+            "WITH (FORMAT csv, FORCE_NULL (dwell_seconds, value))"
         ) as copy:
             copy.write(buffer.getvalue())
         cursor.execute(

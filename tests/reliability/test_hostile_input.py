@@ -383,7 +383,6 @@ NOT_FIXED = {
     "NotNullViolation, the import fails",
 }
 BROKEN = {("nul", "postgresql"), ("surrogate", "sqlite"), ("surrogate", "postgresql")}
-BROKEN |= {("carriage-return", "postgresql"), ("backslash-n", "postgresql")}
 
 
 def copy_garbles(value: object) -> bool:
