@@ -165,14 +165,40 @@ def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
             if not isinstance(record, dict):
                 malformed.append((number, "a line must be a JSON object"))
                 continue
+            # JSON may escape a lone UTF-16 surrogate (\ud800), which is no text any store
+            # (or Arrow) can hold; the cheap byte test keeps the full check off the hot path.
+            if b"\\ud" in raw.lower() and _has_lone_surrogate(record):
+                malformed.append((number, "text holds a lone UTF-16 surrogate (invalid Unicode)"))
+                continue
             records.append(record)
             lines.append(number)
             if len(records) >= chunk_rows:
-                yield Chunk(pd.DataFrame.from_records(records), np.asarray(lines), malformed, size)
+                yield Chunk(_records_frame(records), np.asarray(lines), malformed, size)
                 records, lines, malformed, size = [], [], [], 0
         if records or malformed:
-            frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
-            yield Chunk(frame, np.asarray(lines, dtype=np.int64), malformed, size)
+            yield Chunk(_records_frame(records), np.asarray(lines, dtype=np.int64), malformed, size)
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(map(_has_lone_surrogate, value.keys())) or any(
+            map(_has_lone_surrogate, value.values())
+        )
+    if isinstance(value, list):
+        return any(map(_has_lone_surrogate, value))
+    return False
+
+
+def _records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    # An explicit index keeps one row per record: from_records makes no rows at all of
+    # records without keys ("{}"), and those rows must be rejected, not lost.
+    return pd.DataFrame.from_records(records, index=pd.RangeIndex(len(records)))
 
 
 def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
@@ -333,7 +359,7 @@ def _validate_and_store(
     malformed = pd.DataFrame(
         [(line, "", reason) for line, reason in chunk.malformed], columns=["row", "field", "reason"]
     )
-    if chunk.frame.empty:
+    if len(chunk.frame) == 0:
         return malformed
     context: AbstractContextManager[Connection] = (
         nullcontext(conn) if conn is not None else store.transaction()

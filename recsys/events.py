@@ -122,10 +122,10 @@ def validate_events(
     user_ids = _as_id(column_or_missing(USER_ID))
     item_ids = _as_id(column_or_missing(ITEM_ID))
     for name, ids in ((USER_ID, user_ids), (ITEM_ID, item_ids)):
-        reject(ids.isna() | (ids.astype(str) == ""), name, f"missing {name}")
-        reject(
-            ids.astype(str).str.len() > MAX_ID_LENGTH, name, f"{name} longer than {MAX_ID_LENGTH}"
-        )
+        text = ids.astype(str)
+        reject(ids.isna() | (text == ""), name, f"missing {name}")
+        reject(text.str.len() > MAX_ID_LENGTH, name, f"{name} longer than {MAX_ID_LENGTH}")
+        reject(text.str.contains("\x00", regex=False), name, f"{name} contains a NUL character")
 
     types = column_or_missing(TYPE).astype(object)
     types = types.where(types.isna(), types.astype(str).str.strip().str.lower())
@@ -162,7 +162,11 @@ def validate_events(
 
     given_ids = _as_id(column_or_missing(EVENT_ID))
     given_ids = given_ids.where(given_ids.astype(str) != "")
-    reject(given_ids.astype(str).str.len() > MAX_ID_LENGTH, EVENT_ID, "event_id too long")
+    given_text = given_ids.astype(str)
+    reject(given_text.str.len() > MAX_ID_LENGTH, EVENT_ID, "event_id too long")
+    reject(
+        given_text.str.contains("\x00", regex=False), EVENT_ID, "event_id contains a NUL character"
+    )
 
     bad = reason.notna()
     ok = ~bad

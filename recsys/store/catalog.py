@@ -60,6 +60,11 @@ def validate_items(
 
     reject(ids.isna() | (ids.astype(str) == ""), "item_id", "missing item_id")
     reject(ids.astype(str).str.len() > MAX_ID_LENGTH, "item_id", "item_id too long")
+    # No database stores NUL in text (PostgreSQL refuses it): say so per row.
+    for name in ("item_id", "title", "text", "category"):
+        values = get(name)
+        has_nul = values.notna() & values.astype(str).str.contains("\x00", regex=False)
+        reject(has_nul, name, f"{name} contains a NUL character")
     created_raw = get("created_at")
     created_missing = created_raw.isna() | (created_raw.astype(str).str.strip() == "")
     created = parse_timestamps(created_raw.where(~created_missing))

@@ -152,6 +152,20 @@ def test_one_malformed_event_names_its_index_and_field(
     assert not fake.ingested
 
 
+def test_a_lone_surrogate_is_a_422_naming_the_field(
+    client: TestClient, fake: FakeRecommender
+) -> None:
+    # JSON can escape half a UTF-16 pair; no store can hold it, so it never gets that far.
+    raw = '{"events": [{"user_id": "u\\ud800", "item_id": "i1", "type": "like"}]}'
+    response = client.post(
+        "/v1/events", content=raw, headers={**WRITE, "content-type": "application/json"}
+    )
+    body = assert_json_error(response, 422)
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(0, "user_id")]
+    assert "unicode" in body["errors"][0]["message"].lower()
+    assert not fake.ingested
+
+
 def test_batch_size_bounds(client: TestClient, fake: FakeRecommender) -> None:
     assert_json_error(client.post("/v1/events", json={"events": []}, headers=WRITE), 422)
     too_many = {"events": [event(item_id=f"i{n}") for n in range(1001)]}
