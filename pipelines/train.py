@@ -260,11 +260,25 @@ def _train_locked(store: Store, settings: Settings, *, force: bool) -> TrainResu
         live = vectors.live_version()
         live_run = registry.get_run(conn, live) if live else None
     with store.transaction() as conn:
-        # Holding the training lock, any run still marked running was killed.
+        # Holding the training lock, any run still marked running was killed. One killed
+        # after its switch went live: it is published, whatever happened to it afterwards.
+        running = registry.model_runs.c.status == registry.RUNNING
+        now = time.time()
+        if live is not None:
+            conn.execute(
+                registry.model_runs.update()
+                .where(running, registry.model_runs.c.version == live)
+                .values(
+                    status=registry.PUBLISHED,
+                    published_at=now,
+                    finished_at=now,
+                    message="interrupted after going live",
+                )
+            )
         conn.execute(
             registry.model_runs.update()
-            .where(registry.model_runs.c.status == registry.RUNNING)
-            .values(status=registry.FAILED, message="interrupted", finished_at=time.time())
+            .where(running)
+            .values(status=registry.FAILED, message="interrupted", finished_at=now)
         )
         registry.start_run(conn, version, params)
     result = TrainResult(version=version, status=registry.RUNNING, published=False)
@@ -273,7 +287,10 @@ def _train_locked(store: Store, settings: Settings, *, force: bool) -> TrainResu
     except GateRefused as exc:
         result.status, result.message = registry.REFUSED, str(exc)
     except BaseException as exc:
-        result.status, result.message = registry.FAILED, f"{type(exc).__name__}: {exc}"
+        # A failure after the switch (in the cleanup) leaves the run published.
+        if not result.published:
+            result.status = registry.FAILED
+        result.message = f"{type(exc).__name__}: {exc}"
         _record(store, result)
         raise
     finally:
@@ -412,6 +429,9 @@ def _run_stages(
         vectors.activate(version)
         result.published = True
         result.status = registry.PUBLISHED
+        # Record it at once: the version serves from now on, whatever befalls the cleanup.
+        result.timings = stages.timings
+        _record(store, result)
 
     with stages.stage("cleanup"):
         removed = vectors.cleanup(keep=settings.keep_versions)

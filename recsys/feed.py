@@ -170,6 +170,8 @@ class ServingState:
     catalogue: Catalogue
     reference_dwell: float
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # When another version replaced this one (None while it serves).
+    retired_at: float | None = None
 
 
 def _normalise(scores: np.ndarray) -> np.ndarray:
@@ -225,20 +227,44 @@ class Recommender:
         with self._swap_lock:
             if self._state is not None and self._state.version == live:
                 return False
+            # Going back to the version served just before (a rollback): its state is still
+            # open, kept for requests in flight, and an embedded shard opens once per process,
+            # so take that state back instead of opening the version a second time.
+            reclaimed = next((old for old in self._retired if old.version == live), None)
             try:
-                state = self._load_state(live)
+                if reclaimed is not None:
+                    state = reclaimed
+                    self._catch_up_items(state)
+                else:
+                    state = self._load_state(live)
             except Exception as exc:
                 self._index_error = f"{type(exc).__name__}: {exc}"
                 log.exception("could not load model version %s; keeping the current one", live)
                 return False
             previous, self._state = self._state, state
+            state.retired_at = None
             self._index_error = None
             # Requests in flight may still hold the previous state; close it one swap later.
             for old in self._retired:
-                old.index.close()
+                if old is not reclaimed:
+                    old.index.close()
+            if previous is not None:
+                previous.retired_at = time.time()
             self._retired = [previous] if previous else []
             log.info("serving model version %s", live)
             return True
+
+    def _catch_up_items(self, state: ServingState) -> None:
+        """Index the items upserted while ``state`` was retired (they went to the other
+        version's index only)."""
+        if state.retired_at is None:
+            return
+        with self.store.read() as conn:
+            # A second of overlap: an upsert racing the swap is indexed twice, never missed.
+            changed = load_items(conn, updated_since=state.retired_at - 1.0)
+        if not changed.empty:
+            with state.lock:
+                self._index_items(state, changed)
 
     def _load_state(self, version: str) -> ServingState:
         directory = self.settings.artifacts_dir / version

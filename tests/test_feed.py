@@ -201,7 +201,7 @@ def test_similar_kinds_and_unknown_item(
         recommender.similar("no-such-item")
 
 
-def test_hot_swap_after_a_new_training_run(trained_world: TrainedWorld) -> None:
+def test_hot_swap_after_a_new_training_run_and_back(trained_world: TrainedWorld) -> None:
     from pipelines.train import train
 
     recommender = Recommender.open(trained_world.store, trained_world.settings)
@@ -209,7 +209,23 @@ def test_hot_swap_after_a_new_training_run(trained_world: TrainedWorld) -> None:
     assert recommender.refresh() is False
     train(trained_world.store, trained_world.settings, force=True)
     assert recommender.refresh() is True
-    assert recommender.model_version != before
+    after = recommender.model_version
+    assert after != before
+    assert len(recommender.feed("demo-user-0001", limit=5).items) == 5
+
+    # An item arrives while the new version serves, then the old version is rolled back to.
+    anchor = trained_world.items.loc[trained_world.items["category"] == "jazz"].iloc[3]
+    arrival = {**anchor.to_dict(), "item_id": "arrived-during-the-swap", "created_at": 1.9e9}
+    recommender.upsert_items(validate_items(pd.DataFrame([arrival])).valid)
+    recommender.vectors.rollback(before)
+    assert recommender.refresh() is True
+    assert recommender.model_version == before
+    assert len(recommender.feed("demo-user-0001", limit=5).items) == 5
+    similar = recommender.similar(anchor["item_id"], kind="content", limit=10)
+    assert "arrived-during-the-swap" in [i.item_id for i in similar]
+    # And forward again.
+    recommender.vectors.rollback(after)
+    assert recommender.refresh() is True and recommender.model_version == after
     assert len(recommender.feed("demo-user-0001", limit=5).items) == 5
     recommender.close()
 

@@ -138,11 +138,19 @@ def upsert_items(
     return len(rows) - existing, existing
 
 
-def load_items(conn: Connection, item_ids: Collection[str] | None = None) -> pd.DataFrame:
-    """The catalogue (or the given items) as a DataFrame with the canonical item columns."""
+def load_items(
+    conn: Connection,
+    item_ids: Collection[str] | None = None,
+    *,
+    updated_since: float | None = None,
+) -> pd.DataFrame:
+    """The catalogue (or the given items, or those upserted since a time) as a DataFrame
+    with the canonical item columns."""
     query = select(*[items.c[name] for name in ITEM_FIELDS])
     if item_ids is not None:
         query = query.where(items.c.item_id.in_(list(item_ids)))
+    if updated_since is not None:
+        query = query.where(items.c.updated_at >= updated_since)
     frame = pd.DataFrame.from_records(
         [tuple(row) for row in conn.execute(query)], columns=list(ITEM_FIELDS)
     )

@@ -20,10 +20,12 @@ A crash at any point therefore leaves ``CURRENT`` naming the previous complete v
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -125,6 +127,9 @@ class EdgeIndex(VectorIndex):
         self._users: qe.EdgeShard | None = users
         self._dims = dict(dims)
         self._on_close = on_close
+        # A handle on shards shared within the process (see _OpenVersions) leaves closing
+        # them to the registry.
+        self._owns_shards = True
         self._params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
         self._exact = qe.SearchParams(exact=True)
 
@@ -204,7 +209,7 @@ class EdgeIndex(VectorIndex):
         self._shard(USERS).flush()
 
     def close(self) -> None:
-        shards = [s for s in (self._items, self._users) if s is not None]
+        shards = [s for s in (self._items, self._users) if s is not None and self._owns_shards]
         self._items = self._users = None
         try:
             for shard in shards:
@@ -217,6 +222,13 @@ class EdgeIndex(VectorIndex):
     @property
     def closed(self) -> bool:
         return self._items is None
+
+    def _shared_handle(self, on_close: Callable[[], None]) -> EdgeIndex:
+        """Another handle on these open shards; closing it only calls ``on_close``."""
+        handle = copy.copy(self)
+        handle._owns_shards = False
+        handle._on_close = on_close
+        return handle
 
     def _shard(self, collection: str) -> qe.EdgeShard:
         shard = self._items if collection == ITEMS else self._users
@@ -489,6 +501,9 @@ class EdgeStore(VectorStore):
         path = self.root / version
         if self._marker(version) is None:
             raise ValueError(f"version {version!r} is not a complete version")
+        return _OPEN_VERSIONS.acquire(path, lambda: self._open_shards(version, path))
+
+    def _open_shards(self, version: str, path: Path) -> EdgeIndex:
         lock_fd = _lock(path / LOCK_FILE, exclusive=False)
         try:
             if self._marker(version) is None:  # removed while we waited for the lock
@@ -591,6 +606,39 @@ class EdgeStore(VectorStore):
             yield
         finally:
             os.close(fd)
+
+
+class _OpenVersions:
+    """The versions this process has open for reading.
+
+    An Edge shard opens once per process, yet two readers may want the same version at
+    once: a service rolling back to the version its in-flight requests still hold, or two
+    recommenders over one home. Every reader gets its own handle on one shared pair of
+    shards, which the last handle to close closes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[Path, tuple[EdgeIndex, int]] = {}
+
+    def acquire(self, path: Path, opener: Callable[[], EdgeIndex]) -> EdgeIndex:
+        key = path.resolve()
+        with self._lock:
+            shared, readers = self._open.get(key) or (opener(), 0)
+            self._open[key] = (shared, readers + 1)
+        return shared._shared_handle(lambda: self._release(key))
+
+    def _release(self, key: Path) -> None:
+        with self._lock:
+            shared, readers = self._open[key]
+            if readers > 1:
+                self._open[key] = (shared, readers - 1)
+                return
+            del self._open[key]
+            shared.close()
+
+
+_OPEN_VERSIONS: Final = _OpenVersions()
 
 
 def _load_shard(path: Path) -> qe.EdgeShard:

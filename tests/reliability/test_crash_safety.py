@@ -15,10 +15,9 @@ version) and at random times. Throughout:
 * the next, unkilled run succeeds, removes what the killed ones left behind and is picked
   up by the running service without a restart (hot swap).
 
-Then the admin endpoint rolls the live model back and forward again, over HTTP. Two known
-defects are pinned down by strict xfail tests at the end: a run killed after its switch is
-recorded as failed although its version is live, and a service cannot go back to the version
-it served just before.
+Then the admin endpoint rolls the live model back and forward again, over HTTP. At the end:
+a run killed after its switch is recorded as published (its version went live), and the
+service goes back to the version it served just before when that one is activated again.
 
 ``RECSYS_TEST_CRASH_SEED`` and ``RECSYS_TEST_CRASH_TRIALS`` change the draw.
 """
@@ -477,11 +476,6 @@ def test_activate_rolls_the_live_model_back_and_forward(crash_world: CrashWorld)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a run killed after its version went live stays 'running' in the registry, and the "
-    "next run marks it failed ('interrupted') although it is (or was) the live version",
-)
 def test_a_run_killed_after_going_live_is_recorded_as_published(
     crash_world: CrashWorld,
 ) -> None:
@@ -499,13 +493,6 @@ def test_a_run_killed_after_going_live_is_recorded_as_published(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="Recommender.refresh opens the new live version while the state it replaced "
-    "last time is still open (kept for in-flight requests); an Edge shard opens once per "
-    "process, so going back to the version served just before fails, every second, and the "
-    "service keeps serving the version that is no longer live",
-)
 def test_rolling_back_to_the_version_served_just_before_is_served(
     crash_world: CrashWorld,
 ) -> None:

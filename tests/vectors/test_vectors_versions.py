@@ -134,8 +134,13 @@ def test_edge_cleanup(tmp_path: Path) -> None:
     assert {"items", "users", "schema.json", "VERSION.json"} <= names
 
     serving_old = store.open_version("v1")  # a server that has not swapped yet
-    with pytest.raises(RuntimeError, match="already open"):
-        store.open_version("v1")  # Edge: one opener per shard directory
+    # An Edge shard opens once per process: a second reader shares the open shards, and
+    # closing one handle leaves the other serving.
+    second_reader = store.open_version("v1")
+    assert second_reader.count() == serving_old.count() == len(small_items(1).ids)
+    second_reader.close()
+    assert second_reader.closed and not serving_old.closed  # type: ignore[attr-defined]
+    assert serving_old.count() == len(small_items(1).ids)
     v3 = small_items(3)
     in_progress = store.begin("v3", SMALL)
     in_progress.upsert_items(v3.ids, v3.vectors, v3.payloads)
