@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from recsys.columns import ITEM_ID, TIMESTAMP, TYPE
 from recsys.config import FeedConfig, Settings
@@ -46,7 +47,7 @@ from recsys.store import Store
 from recsys.store.catalog import load_items, upsert_items
 from recsys.store.events import InsertResult, consumed_items, insert_events, user_events
 from recsys.store.schema import events as events_table
-from recsys.vectors.base import Hit, ItemFilter, VectorIndex
+from recsys.vectors.base import BatchQuery, Hit, ItemFilter, LikeExamples, Nearest, VectorIndex
 from recsys.vectors.versions import VectorStore, open_vector_store
 
 log = logging.getLogger("recsys.feed")
@@ -63,6 +64,8 @@ NEGATIVE_EXAMPLES = 5
 # latest likes: what someone liked last predicts what they want next better than their whole
 # history does (see FeedConfig.recent_weight).
 RECENT_POSITIVES = 5
+# The candidate lists asked of the vector index, in the order the blend takes them.
+QUERY_SOURCES = ("behavioural", "recent", "content", "hybrid", "fresh")
 SimilarKind = Literal["content", "behavioural", "blend"]
 
 
@@ -200,6 +203,9 @@ class Recommender:
         self._state: ServingState | None = None
         self._retired: list[ServingState] = []
         self._swap_lock = threading.Lock()
+        if self.config.blas_threads:
+            # Process-wide by nature (BLAS pools are global); training sets its own.
+            threadpool_limits(self.config.blas_threads, user_api="blas")
         self._index_error: str | None = None
 
     @classmethod
@@ -512,30 +518,27 @@ class Recommender:
         negatives = history.loc[history["weight"] < 0, ITEM_ID].drop_duplicates().tolist()
         warmth = min(1.0, len(history) / max(config.warm_after_events, 1))
 
-        candidates: dict[str, list[Hit]] = {}
+        # Every Qdrant candidate query goes in one batch: one round trip, one translation
+        # of the (often few-hundred-id) exclusion filter.
+        queries: dict[str, BatchQuery] = {}
         als_vector = self._als_vector(state, user_id, history)
         if als_vector is not None:
-            candidates["behavioural"] = state.index.search("als", als_vector, n, item_filter)
+            queries["behavioural"] = Nearest("als", als_vector, n, item_filter)
         if positives and config.recent_weight > 0:
             # Scored into the behavioural part of the blend (see below).
-            candidates["recent"] = state.index.recommend(
-                "als", positives[:RECENT_POSITIVES], [], n, item_filter
+            queries["recent"] = LikeExamples(
+                "als", positives[:RECENT_POSITIVES], (), n, item_filter
             )
+        newest: list[Hit] | None = None
         if positives:
-            candidates["content"] = state.index.recommend(
-                "content",
-                positives[:POSITIVE_EXAMPLES],
-                negatives[:NEGATIVE_EXAMPLES],
-                n,
-                item_filter,
-            )
-            candidates["hybrid"] = state.index.recommend(
-                "hybrid",
-                positives[:POSITIVE_EXAMPLES],
-                negatives[:NEGATIVE_EXAMPLES],
-                n,
-                item_filter,
-            )
+            for vector_name in ("content", "hybrid"):
+                queries[vector_name] = LikeExamples(
+                    vector_name,
+                    positives[:POSITIVE_EXAMPLES],
+                    negatives[:NEGATIVE_EXAMPLES],
+                    n,
+                    item_filter,
+                )
             content_vector = self._content_vector(state, history)
             if content_vector is not None:
                 fresh_filter = ItemFilter(
@@ -544,9 +547,17 @@ class Recommender:
                     exclude_ids=item_filter.exclude_ids,
                     created_after=state.trained_at - 7 * 86_400,
                 )
-                candidates["fresh"] = state.index.search("content", content_vector, n, fresh_filter)
+                queries["fresh"] = Nearest("content", content_vector, n, fresh_filter)
         else:
-            candidates["fresh"] = self._newest(catalogue, n, set(exclude), filters)
+            newest = self._newest(catalogue, n, set(exclude), filters)
+        answers = (
+            dict(zip(queries, state.index.query_batch(list(queries.values())), strict=True))
+            if queries
+            else {}
+        )
+        candidates = {name: answers[name] for name in QUERY_SOURCES if name in answers}
+        if newest is not None:
+            candidates["fresh"] = newest
         candidates["popular"] = self._popular(catalogue, n, set(exclude), filters)
 
         # Blend: per-source min-max, then weights interpolated between cold and warm. The

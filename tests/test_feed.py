@@ -239,8 +239,8 @@ def test_degraded_mode_serves_popularity_and_recovers(
     def broken(*args, **kwargs):
         raise ConnectionError("index is down")
 
-    monkeypatch.setattr(state.index, "search", broken)
-    monkeypatch.setattr(state.index, "recommend", broken)
+    # Every read of an Edge index goes through its shards.
+    monkeypatch.setattr(state.index, "_shard", broken)
     page = recommender.feed("demo-user-0001", limit=10)
     assert page.degraded and len(page.items) == 10
     assert all(i.sources == ["popular"] for i in page.items)

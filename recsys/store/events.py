@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import DBAPIError
 
 from recsys.columns import DWELL, EVENT_COLUMNS, EVENT_ID, ITEM_ID, TIMESTAMP, TYPE, USER_ID, VALUE
 from recsys.store.schema import events, users
@@ -197,16 +198,50 @@ def iter_events(
         cursor.close()
 
 
+_USER_EVENTS_SQL = (
+    f"SELECT {', '.join(_READ_COLUMNS)} FROM events "
+    "WHERE user_id = {p} ORDER BY timestamp DESC LIMIT {p}"
+)
+
+
 def user_events(conn: Connection, user_id: str, *, limit: int = 500) -> pd.DataFrame:
-    """A user's most recent events, newest first."""
-    columns = [events.c[name] for name in _READ_COLUMNS]
-    query = (
-        select(*columns)
-        .where(events.c.user_id == user_id)
-        .order_by(events.c.timestamp.desc())
-        .limit(limit)
+    """A user's most recent events, newest first.
+
+    This read is on every feed request, so it skips SQLAlchemy's statement compilation and
+    per-row processing (three quarters of its cost): one prepared statement on the driver's
+    cursor, columns built straight from the fetched tuples.
+    """
+    placeholder = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = _USER_EVENTS_SQL.format(p=placeholder)
+    params = (user_id, int(limit))
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        # Keep the store's error type: callers tell "store down" from other failures by it.
+        raise DBAPIError.instance(
+            sql, params, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+        ) from exc
+    finally:
+        cursor.close()
+    return _columns_frame(rows, _READ_COLUMNS)
+
+
+_NUMERIC_COLUMNS = frozenset((TIMESTAMP, DWELL, VALUE))
+
+
+def _columns_frame(rows: list[tuple[object, ...]], columns: tuple[str, ...]) -> pd.DataFrame:
+    """A frame of a few hundred rows without pandas' type inference (text stays object)."""
+    values = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
+    return pd.DataFrame(
+        {
+            name: np.array(column, dtype=np.float64)
+            if name in _NUMERIC_COLUMNS
+            else pd.Series(np.array(column, dtype=object), dtype=object)
+            for name, column in zip(columns, values, strict=True)
+        }
     )
-    return _frame([tuple(row) for row in conn.execute(query)])
 
 
 def consumed_items(conn: Connection, user_id: str, *, min_view_seconds: float) -> list[str]:

@@ -125,6 +125,31 @@ class ItemFilter:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Nearest:
+    """For ``VectorIndex.query_batch``: the items nearest to ``vector``."""
+
+    vector_name: str
+    vector: npt.ArrayLike
+    limit: int = 20
+    filters: ItemFilter | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LikeExamples:
+    """For ``VectorIndex.query_batch``: a recommend query (average-vector strategy) with
+    example items, as ``VectorIndex.recommend``."""
+
+    vector_name: str
+    positive_ids: Sequence[str]
+    negative_ids: Sequence[str] = ()
+    limit: int = 20
+    filters: ItemFilter | None = None
+
+
+BatchQuery = Nearest | LikeExamples
+
+
 class VectorIndex(ABC):
     """Items and users of one model version, searchable by named vector.
 
@@ -210,6 +235,27 @@ class VectorIndex(ABC):
         Example ids missing from the index are ignored; the examples themselves are never
         returned. With no usable example the result is empty.
         """
+
+    def query_batch(self, queries: Sequence[BatchQuery]) -> list[list[Hit]]:
+        """Run several queries at once; one result list per query, in order.
+
+        The results equal those of ``search`` and ``recommend`` one by one; a backend may
+        answer them in one round trip. Hits carry no payload beyond ``item_id``.
+        """
+        results: list[list[Hit]] = []
+        for query in queries:
+            if isinstance(query, Nearest):
+                hits = self.search(query.vector_name, query.vector, query.limit, query.filters)
+            else:
+                hits = self.recommend(
+                    query.vector_name,
+                    query.positive_ids,
+                    query.negative_ids,
+                    query.limit,
+                    query.filters,
+                )
+            results.append([Hit(h.item_id, h.score, {"item_id": h.item_id}) for h in hits])
+        return results
 
     @abstractmethod
     def get_item_vectors(self, ids: Sequence[str], vector_name: str) -> dict[str, FloatArray]:

@@ -41,9 +41,12 @@ from recsys.vectors.base import (
     ITEMS,
     USERS,
     VECTOR_DISTANCES,
+    BatchQuery,
     FloatArray,
     Hit,
     ItemFilter,
+    LikeExamples,
+    Nearest,
     RecommendStrategy,
     VectorIndex,
     batches,
@@ -307,10 +310,7 @@ class EdgeIndex(VectorIndex):
             return []
         query_filter = edge_filter(filters, [point_id(i) for i in (*positives, *negatives)])
         if strategy == "average_vector":
-            # Qdrant's average_vector: avg(positive) + avg(positive) - avg(negative).
-            mean: FloatArray = np.stack(pos).mean(axis=0, dtype=np.float32)
-            target = mean + mean - np.stack(neg).mean(axis=0, dtype=np.float32) if neg else mean
-            query = qe.Query.Nearest([float(x) for x in target], using=vector_name)
+            query = qe.Query.Nearest(_average_vector(pos, neg), using=vector_name)
         else:
             examples = qe.RecommendQuery([v.tolist() for v in pos], [v.tolist() for v in neg])
             if strategy == "best_score":
@@ -334,6 +334,96 @@ class EdgeIndex(VectorIndex):
             for point in self._shard(ITEMS).query(request)
             if point.payload is not None
         ]
+
+    def query_batch(self, queries: Sequence[BatchQuery]) -> list[list[Hit]]:
+        # One retrieve for every example vector and one query_batch for every query: the
+        # per-call overhead (and building a filter of a few hundred excluded ids) is paid
+        # once, not once per query.
+        examples: dict[str, set[str]] = {}
+        checked: list[tuple[list[str], list[str]] | None] = []
+        for query in queries:
+            check_vector_name(self._dims, query.vector_name)
+            check_limit(query.limit)
+            if isinstance(query, LikeExamples):
+                positives, negatives = check_examples(
+                    query.positive_ids, query.negative_ids, "average_vector"
+                )
+                examples.setdefault(query.vector_name, set()).update(positives, negatives)
+                checked.append((positives, negatives))
+            else:
+                checked.append(None)
+        found = self._item_vectors_by_name(examples)
+        filters: dict[int, tuple[qe.Filter | None, frozenset[str]]] = {}
+        requests: list[qe.QueryRequest] = []
+        answered: list[bool] = []
+        for query, example_ids in zip(queries, checked, strict=True):
+            key = id(query.filters)
+            if key not in filters:
+                excluded = frozenset((query.filters.exclude_ids or ()) if query.filters else ())
+                filters[key] = (edge_filter(query.filters), excluded)
+            query_filter, excluded = filters[key]
+            if example_ids is None:
+                assert isinstance(query, Nearest)
+                vector = check_query_vector(self._dims, query.vector_name, query.vector)
+                native = qe.Query.Nearest(vector.tolist(), using=query.vector_name)
+            else:
+                positives, negatives = example_ids
+                vectors = found.get(query.vector_name, {})
+                pos = [vectors[i] for i in positives if i in vectors]
+                neg = [vectors[i] for i in negatives if i in vectors]
+                if not pos:
+                    answered.append(False)
+                    continue
+                native = qe.Query.Nearest(_average_vector(pos, neg), using=query.vector_name)
+                # The examples never come back (usually they are excluded already).
+                extra = [point_id(i) for i in (*positives, *negatives) if i not in excluded]
+                if extra:
+                    query_filter = edge_filter(query.filters, extra)
+            requests.append(
+                qe.QueryRequest(
+                    limit=int(query.limit),
+                    query=native,
+                    filter=query_filter,
+                    with_payload=_ITEM_ID_ONLY,
+                    params=self._params,
+                )
+            )
+            answered.append(True)
+        batches = iter(
+            self._shard(ITEMS).query_batch(qe.QueryBatchRequest(requests)) if requests else []
+        )
+        return [
+            [
+                Hit(item_id=p.payload["item_id"], score=p.score, payload=p.payload)
+                for p in next(batches)
+                if p.payload is not None
+            ]
+            if asked
+            else []
+            for asked in answered
+        ]
+
+    def _item_vectors_by_name(
+        self, wanted: Mapping[str, set[str]]
+    ) -> dict[str, dict[str, FloatArray]]:
+        """Stored item vectors, by vector name then external id, in one retrieve."""
+        ids = sorted(set().union(*wanted.values())) if wanted else []
+        if not ids:
+            return {}
+        by_point = {point_id(i): i for i in ids}
+        records = self._shard(ITEMS).retrieve(
+            list(by_point), with_payload=False, with_vector=list(wanted)
+        )
+        found: dict[str, dict[str, FloatArray]] = {name: {} for name in wanted}
+        for record in records:
+            vectors = record.vector
+            if not isinstance(vectors, dict):
+                continue
+            external = by_point[str(record.id)]
+            for name, of_name in found.items():
+                if name in vectors and external in wanted[name]:
+                    of_name[external] = np.asarray(vectors[name], dtype=np.float32)
+        return found
 
     def get_item_vectors(self, ids: Sequence[str], vector_name: str) -> dict[str, FloatArray]:
         check_vector_name(self._dims, vector_name)
@@ -606,6 +696,20 @@ class EdgeStore(VectorStore):
             yield
         finally:
             os.close(fd)
+
+
+def _average_vector(
+    positives: Sequence[FloatArray], negatives: Sequence[FloatArray]
+) -> list[float]:
+    """Qdrant's average_vector target: avg(positive) + avg(positive) - avg(negative)."""
+    mean: FloatArray = np.stack(positives).mean(axis=0, dtype=np.float32)
+    target = mean + mean - np.stack(negatives).mean(axis=0, dtype=np.float32) if negatives else mean
+    return [float(x) for x in target]
+
+
+# Batch queries read only the external id: converting the whole payload of every hit to
+# Python costs more than the query.
+_ITEM_ID_ONLY: Final = qe.PayloadSelector.Include(["item_id"])
 
 
 class _OpenVersions:

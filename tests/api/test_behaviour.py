@@ -285,8 +285,8 @@ def test_index_failure_while_serving_degrades_then_recovers(
 
     user = world.users[4]
     with monkeypatch.context() as patch:
-        for method in ("search", "recommend", "get_user_vector"):
-            patch.setattr(EdgeIndex, method, unavailable)
+        # Every read of an Edge index goes through its shards.
+        patch.setattr(EdgeIndex, "_shard", unavailable)
         response = api.get(f"/v1/users/{path_id(user)}/feed", params={"limit": 5})
         assert response.status_code == 200
         body = response.json()

@@ -18,7 +18,7 @@ from vectors_testdata import (
     brute_search,
 )
 
-from recsys.vectors import Hit, ItemFilter, VectorIndex, point_id
+from recsys.vectors import Hit, ItemFilter, LikeExamples, Nearest, VectorIndex, point_id
 from recsys.vectors.base import POINT_NAMESPACE
 
 LIMIT = 20
@@ -160,6 +160,55 @@ def test_recommend_negatives_only_with_best_score(index: VectorIndex, items: Ite
 def test_recommend_with_only_unknown_examples_is_empty(index: VectorIndex) -> None:
     assert index.recommend("als", ["missing-1"], ["missing-2"], 10) == []
     assert index.recommend("als", [], ["missing-2"], 10, strategy="best_score") == []
+
+
+def test_query_batch_answers_each_query_as_alone(index: VectorIndex, items: Items) -> None:
+    # The feed's shape: one exclusion filter shared by every query, examples that are
+    # excluded already and examples that are not, one filter of its own, an unanswerable one.
+    shared = FILTERS["exclude"]
+    assert shared is not None and shared.exclude_ids is not None
+    excluded_example, fresh_example = shared.exclude_ids[3], "item-00011"
+    queries = [
+        Nearest("als", items.vectors["als"][5], LIMIT, shared),
+        LikeExamples("als", [excluded_example, fresh_example], [], 50, shared),
+        LikeExamples("content", ["item-00010", "item-00500"], ["item-00777"], LIMIT, shared),
+        LikeExamples("hybrid", ["missing-1"], [], LIMIT, shared),
+        Nearest("content", items.vectors["content"][9], 30, FILTERS["combined"]),
+        Nearest("hybrid", items.vectors["hybrid"][1], LIMIT, None),
+    ]
+    results = index.query_batch(queries)
+    assert len(results) == len(queries)
+    assert results[3] == []  # no usable example
+    for query, hits in zip(queries[:3] + queries[4:], results[:3] + results[4:], strict=True):
+        if isinstance(query, Nearest):
+            expected = brute_search(
+                items, query.vector_name, query.vector, query.limit, query.filters
+            )
+        else:
+            expected = brute_recommend(
+                items,
+                query.vector_name,
+                list(query.positive_ids),
+                list(query.negative_ids),
+                query.limit,
+                query.filters,
+            )
+        assert_same(hits, expected)
+        assert all(h.payload == {"item_id": h.item_id} for h in hits)
+    assert not {h.item_id for h in results[1]} & {excluded_example, fresh_example}
+    assert not set(shared.exclude_ids) & {h.item_id for r in results[:4] for h in r}
+    assert index.query_batch([]) == []
+
+
+def test_query_batch_rejects_bad_queries(index: VectorIndex, items: Items) -> None:
+    with pytest.raises(ValueError):
+        index.query_batch([Nearest("nope", items.vectors["als"][0])])
+    with pytest.raises(ValueError):
+        index.query_batch([Nearest("als", items.vectors["als"][0], 0)])
+    with pytest.raises(ValueError):
+        index.query_batch([Nearest("als", [1.0, 2.0])])
+    with pytest.raises(ValueError):
+        index.query_batch([LikeExamples("als", [], ["item-00001"])])
 
 
 def test_get_item_vectors(index: VectorIndex, items: Items) -> None:
