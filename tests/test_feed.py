@@ -286,3 +286,20 @@ def test_items_consumed_before_the_recent_window_stay_filtered(
     )
     shown = {i.item_id for i in recommender.feed(user, limit=100).items}
     assert not shown & set(first + later)
+
+
+def test_popular_fallback_skips_excluded_items_and_honours_filters(
+    recommender: Recommender,
+) -> None:
+    state = recommender._state
+    assert state is not None
+    catalogue = state.catalogue
+    score = catalogue.popularity + 2.0 * catalogue.trending
+    top = np.argsort(-score, kind="stable")[:10]
+    excluded = {catalogue.ids[r] for r in top[:3]}
+    hits = recommender._popular(catalogue, 5, excluded, None)
+    assert [h.item_id for h in hits] == [catalogue.ids[r] for r in top[3:8]]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    jazz = recommender._popular(catalogue, 5, excluded, FeedFilters(categories=["jazz"]))
+    assert len(jazz) == 5 and not excluded & {h.item_id for h in jazz}
+    assert all(catalogue.categories[catalogue.index[h.item_id]] == "jazz" for h in jazz)
