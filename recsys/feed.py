@@ -29,7 +29,7 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from recsys.columns import ITEM_ID, TIMESTAMP, TYPE
+from recsys.columns import DWELL, ITEM_ID, TIMESTAMP, TYPE
 from recsys.config import FeedConfig, Settings
 from recsys.models.als import ALSModel
 from recsys.models.content import ContentModel
@@ -45,7 +45,7 @@ from recsys.models.hybrid import HybridModel
 from recsys.signals import event_weights
 from recsys.store import Store
 from recsys.store.catalog import load_items, upsert_items
-from recsys.store.events import InsertResult, consumed_items, insert_events, user_events
+from recsys.store.events import InsertResult, consumed_items, insert_events, user_event_columns
 from recsys.store.schema import events as events_table
 from recsys.vectors.base import BatchQuery, Hit, ItemFilter, LikeExamples, Nearest, VectorIndex
 from recsys.vectors.versions import VectorStore, open_vector_store
@@ -191,14 +191,17 @@ class History:
 
     @classmethod
     def of(
-        cls, events: pd.DataFrame, weights: np.ndarray | None = None, rows: np.ndarray | None = None
+        cls,
+        events: Mapping[str, np.ndarray],
+        weights: np.ndarray | None = None,
+        rows: np.ndarray | None = None,
     ) -> History:
-        n = len(events)
+        n = len(events[ITEM_ID])
         return cls(
-            item_ids=events[ITEM_ID].to_numpy(dtype=object),
-            types=events[TYPE].to_numpy(dtype=object),
-            timestamps=events[TIMESTAMP].to_numpy(dtype=np.float64),
-            dwell=events["dwell_seconds"].to_numpy(dtype=np.float64),
+            item_ids=np.asarray(events[ITEM_ID], dtype=object),
+            types=np.asarray(events[TYPE], dtype=object),
+            timestamps=np.asarray(events[TIMESTAMP], dtype=np.float64),
+            dwell=np.asarray(events[DWELL], dtype=np.float64),
             weights=np.zeros(n) if weights is None else weights,
             rows=np.full(n, -1, dtype=np.int64) if rows is None else rows,
         )
@@ -469,8 +472,8 @@ class Recommender:
 
     def _history(self, state: ServingState, user_id: str) -> History:
         """Recent events with their signal weights and catalogue rows, newest first."""
-        events = user_events_frame(self.store, user_id, self.config.history_events)
-        if events.empty:
+        events = read_user_events(self.store, user_id, self.config.history_events)
+        if not len(events[ITEM_ID]):
             return History.of(events)
         catalogue = state.catalogue
         rows = catalogue.rows(events[ITEM_ID])
@@ -869,7 +872,7 @@ class Recommender:
         from sqlalchemy import func, select
 
         if history is None:
-            history = History.of(user_events_frame(self.store, user_id, self.config.history_events))
+            history = History.of(read_user_events(self.store, user_id, self.config.history_events))
         consumed = set(self._consumed(user_id, history))
         excluded = consumed | set((filters.exclude_ids or []) if filters else [])
         with self.store.read() as conn:
@@ -1034,9 +1037,9 @@ class Recommender:
                 catalogue.content[row] = content[position]
 
 
-def user_events_frame(store: Store, user_id: str, limit: int) -> pd.DataFrame:
+def read_user_events(store: Store, user_id: str, limit: int) -> dict[str, np.ndarray]:
     with store.read() as conn:
-        return user_events(conn, user_id, limit=limit)
+        return user_event_columns(conn, user_id, limit=limit)
 
 
 def _is_store_error(exc: BaseException) -> bool:

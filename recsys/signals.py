@@ -23,7 +23,7 @@ SECONDS_PER_DAY = 86_400.0
 
 
 def event_weights(
-    events: pd.DataFrame,
+    events: pd.DataFrame | Mapping[str, np.ndarray],
     weights: SignalWeights,
     *,
     item_durations: np.ndarray,
@@ -35,12 +35,12 @@ def event_weights(
 
     ``item_durations`` is aligned with ``events`` (NaN where the item has no length);
     views of such items are measured against ``reference_dwell``, the catalogue's median
-    dwell.
+    dwell. ``events`` is a frame or, on the feed's hot path, a mapping of column arrays.
     """
-    types = events[TYPE].to_numpy()
-    value = events[VALUE].to_numpy(np.float64)
-    dwell = events[DWELL].to_numpy(np.float64)
-    out = np.zeros(len(events), dtype=np.float64)
+    types = np.asarray(events[TYPE])
+    value = np.asarray(events[VALUE], dtype=np.float64)
+    dwell = np.asarray(events[DWELL], dtype=np.float64)
+    out = np.zeros(len(types), dtype=np.float64)
 
     out[types == "like"] = weights.like
     out[types == "dislike"] = weights.dislike
@@ -80,7 +80,7 @@ def event_weights(
         out[types == name] = weight
 
     if weights.half_life_days > 0:
-        timestamps = events[TIMESTAMP].to_numpy(np.float64)
+        timestamps = np.asarray(events[TIMESTAMP], dtype=np.float64)
         reference = float(np.max(timestamps)) if now is None else now
         age_days = np.maximum(reference - timestamps, 0.0) / SECONDS_PER_DAY
         out *= np.power(0.5, age_days / weights.half_life_days)

@@ -84,9 +84,16 @@ TRASH_SUFFIX: Final = ".deleting"
 
 
 def edge_filter(
-    filters: ItemFilter | None, exclude_point_ids: Sequence[str] = ()
+    filters: ItemFilter | None,
+    exclude_point_ids: Sequence[str] = (),
+    *,
+    excluded: dict[tuple[str, ...], Any] | None = None,
 ) -> qe.Filter | None:
-    """Translate an ItemFilter into a native Edge filter."""
+    """Translate an ItemFilter into a native Edge filter.
+
+    ``excluded`` caches the exclusion condition by the excluded ids, for several queries
+    that share them (building one over a few hundred ids costs a third of a millisecond).
+    """
     must: list[Any] = []
     must_not: list[Any] = []
     if filters is not None:
@@ -98,7 +105,12 @@ def edge_filter(
             must.append(
                 qe.FieldCondition("created_at", range=qe.RangeFloat(gt=filters.created_after))
             )
-        if filters.exclude_ids:
+        if filters.exclude_ids and excluded is not None and not exclude_point_ids:
+            key = tuple(filters.exclude_ids)
+            if key not in excluded:
+                excluded[key] = qe.HasIdCondition(set(map(point_id, key)))
+            must_not.append(excluded[key])
+        elif filters.exclude_ids:
             exclude_point_ids = [*exclude_point_ids, *map(point_id, filters.exclude_ids)]
     if exclude_point_ids:
         must_not.append(qe.HasIdCondition(set(exclude_point_ids)))
@@ -354,13 +366,14 @@ class EdgeIndex(VectorIndex):
                 checked.append(None)
         found = self._item_vectors_by_name(examples)
         filters: dict[int, tuple[qe.Filter | None, frozenset[str]]] = {}
+        exclusions: dict[tuple[str, ...], Any] = {}
         requests: list[qe.QueryRequest] = []
         answered: list[bool] = []
         for query, example_ids in zip(queries, checked, strict=True):
             key = id(query.filters)
             if key not in filters:
                 excluded = frozenset((query.filters.exclude_ids or ()) if query.filters else ())
-                filters[key] = (edge_filter(query.filters), excluded)
+                filters[key] = (edge_filter(query.filters, excluded=exclusions), excluded)
             query_filter, excluded = filters[key]
             if example_ids is None:
                 assert isinstance(query, Nearest)

@@ -175,6 +175,13 @@ def test_query_batch_answers_each_query_as_alone(index: VectorIndex, items: Item
         LikeExamples("hybrid", ["missing-1"], [], LIMIT, shared),
         Nearest("content", items.vectors["content"][9], 30, FILTERS["combined"]),
         Nearest("hybrid", items.vectors["hybrid"][1], LIMIT, None),
+        # Another filter over the same excluded ids (the feed's fresh-items query).
+        Nearest(
+            "content",
+            items.vectors["content"][2],
+            LIMIT,
+            ItemFilter(exclude_ids=shared.exclude_ids, created_after=T0 + 86_400 * 200),
+        ),
     ]
     results = index.query_batch(queries)
     assert len(results) == len(queries)
