@@ -543,6 +543,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned: tuple[Recommender, Store] | None = None
+        # Synchronous routes run on this limiter's threads (see Settings.request_threads).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
         if app.state.recommender is None:
             store = open_store(settings)
             opened = await run_in_threadpool(Recommender.open, store, settings)

@@ -17,6 +17,7 @@ from recsys.api.app import REFRESH_INTERVAL_SECONDS
 from recsys.store.engine import StoreUnavailable
 from tests.api.helpers import (
     API_KEYS,
+    READ_KEY,
     WRITE_KEY,
     FakeRecommender,
     TestClient,
@@ -370,3 +371,16 @@ def test_refresh_runs_in_the_background_and_survives_errors(
 def test_healthz_is_open_and_cheap(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_requests_run_on_the_configured_number_of_threads(
+    tmp_path: Path, fake: FakeRecommender, threads: int
+) -> None:
+    import anyio.to_thread
+
+    settings = settings_for(tmp_path / "home", api_keys=API_KEYS, request_threads=threads)
+    with TestClient(fake_app(settings, fake)) as test_client:
+        limiter = test_client.portal.call(anyio.to_thread.current_default_thread_limiter)
+        assert limiter.total_tokens == threads
+        assert test_client.get("/v1/users/u1/feed", headers=bearer(READ_KEY)).status_code == 200
