@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,9 @@ from sqlalchemy import Connection
 from tqdm import tqdm
 
 from recsys.config import Settings
-from recsys.events import validate_events
+from recsys.events import ValidatedEvents, validate_events
 from recsys.store import Store
-from recsys.store.catalog import upsert_items, validate_items
+from recsys.store.catalog import ValidatedItems, upsert_items, validate_items
 from recsys.store.events import InsertResult, insert_events
 
 Kind = Literal["items", "events"]
@@ -318,11 +319,23 @@ def import_chunks(
     outer: AbstractContextManager[Connection | None] = (
         store.transaction() if strict else nullcontext(None)
     )
+    # Outside strict mode a chunk is stored on a second thread while the next one is read
+    # and validated: the database works (and the driver waits) without the GIL, so the two
+    # overlap. At most one chunk is in flight, so memory stays that of two chunks, and a
+    # failed write surfaces before the chunk after it is handed over.
+    background = None if strict else ThreadPoolExecutor(1, thread_name_prefix="recsys-import")
+    in_flight: Future[None] | None = None
     try:
         with outer as strict_conn:
             for chunk in chunks:
                 summary.rows += len(chunk.frame) + len(chunk.malformed)
-                rejects = _validate_and_store(store, settings, kind, chunk, summary, strict_conn)
+                valid, rejects = _validate(settings, kind, chunk)
+                if background is None:
+                    _store(store, kind, valid, summary, strict_conn)
+                else:
+                    if in_flight is not None:
+                        in_flight.result()
+                    in_flight = background.submit(_store, store, kind, valid, summary, None)
                 if writer is not None:
                     writer.write(rejects, chunk.frame, chunk.row_numbers)
                 summary.rejected += len(rejects)
@@ -335,10 +348,14 @@ def import_chunks(
                     raise StrictImportFailed(
                         f"line {rejects.iloc[0]['row']}: {rejects.iloc[0]['reason']}"
                     )
+            if in_flight is not None:
+                in_flight.result()
     except StrictImportFailed:
         summary.strict_failed = True
         summary.inserted = summary.updated = summary.duplicates = 0
     finally:
+        if background is not None:
+            background.shutdown(wait=True)
         progress.close()
         if writer is not None:
             writer.close()
@@ -348,45 +365,51 @@ def import_chunks(
     return summary
 
 
-def _validate_and_store(
-    store: Store,
-    settings: Settings,
-    kind: Kind,
-    chunk: Chunk,
-    summary: ImportSummary,
-    conn: Connection | None,
-) -> pd.DataFrame:
+def _validate(
+    settings: Settings, kind: Kind, chunk: Chunk
+) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """The chunk's canonical valid rows (None when it has none) and its rejects."""
     malformed = pd.DataFrame(
         [(line, "", reason) for line, reason in chunk.malformed], columns=["row", "field", "reason"]
     )
     if len(chunk.frame) == 0:
-        return malformed
+        return None, malformed
+    if kind == "events":
+        checked: ValidatedEvents | ValidatedItems = validate_events(
+            chunk.frame, event_types=settings.event_types, row_numbers=chunk.row_numbers
+        )
+    else:
+        checked = validate_items(chunk.frame, row_numbers=chunk.row_numbers)
+    rejects = (
+        pd.concat([malformed, checked.rejects], ignore_index=True)
+        if len(malformed)
+        else checked.rejects
+    )
+    return checked.valid, rejects
+
+
+def _store(
+    store: Store,
+    kind: Kind,
+    valid: pd.DataFrame | None,
+    summary: ImportSummary,
+    conn: Connection | None,
+) -> None:
+    """Write valid rows in ``conn``, or in a transaction of their own, and count them."""
+    if valid is None:
+        return
     context: AbstractContextManager[Connection] = (
         nullcontext(conn) if conn is not None else store.transaction()
     )
-    if kind == "events":
-        checked = validate_events(
-            chunk.frame, event_types=settings.event_types, row_numbers=chunk.row_numbers
-        )
-        with context as active:
-            result: InsertResult = insert_events(active, checked.valid)
-        summary.inserted += result.inserted
-        summary.duplicates += result.duplicates
-    else:
-        items_checked = validate_items(chunk.frame, row_numbers=chunk.row_numbers)
-        checked_rejects = items_checked.rejects
-        with context as active:
-            inserted, updated = upsert_items(active, items_checked.valid)
-        summary.inserted += inserted
-        summary.updated += updated
-        return (
-            pd.concat([malformed, checked_rejects], ignore_index=True)
-            if len(malformed)
-            else checked_rejects
-        )
-    if len(malformed):
-        return pd.concat([malformed, checked.rejects], ignore_index=True)
-    return checked.rejects
+    with context as active:
+        if kind == "events":
+            result: InsertResult = insert_events(active, valid)
+            summary.inserted += result.inserted
+            summary.duplicates += result.duplicates
+        else:
+            inserted, updated = upsert_items(active, valid)
+            summary.inserted += inserted
+            summary.updated += updated
 
 
 def frame_chunks(frames: Iterable[pd.DataFrame]) -> Iterator[Chunk]:

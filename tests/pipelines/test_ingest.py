@@ -196,3 +196,32 @@ def test_movielens_import_end_to_end_is_idempotent(store: Store, settings: Setti
     assert (again.inserted, again.duplicates) == (0, 100_836)
     with store.read() as conn:
         assert count_events(conn) == 100_836
+
+
+def test_a_failed_write_stops_the_import_and_keeps_the_chunks_before_it(
+    store: Store, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks are written on a second thread while the next is validated: a write that fails
+    # must still stop the import, with every earlier chunk stored and nothing after it.
+    import pipelines.ingest as ingest
+
+    records = [
+        {"user_id": f"u{n}", "item_id": f"i{n % 7}", "type": "like", "timestamp": 1_700_000_000 + n}
+        for n in range(10)
+    ]
+    path = write(tmp_path / "events.jsonl", records)
+    real_insert = ingest.insert_events
+    calls: list[int] = []
+
+    def third_write_fails(conn, frame):  # type: ignore[no-untyped-def]
+        calls.append(len(frame))
+        if len(calls) == 3:
+            raise ConnectionError("the store went away")
+        return real_insert(conn, frame)
+
+    monkeypatch.setattr(ingest, "insert_events", third_write_fails)
+    with pytest.raises(ConnectionError, match="went away"):
+        import_file(store, settings, "events", path, chunk_rows=2)
+    assert calls == [2, 2, 2]
+    with store.read() as conn:
+        assert count_events(conn) == 4
