@@ -8,7 +8,6 @@ one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` on PostgreSQL. Duplicates (
 
 from __future__ import annotations
 
-import csv
 import io
 import time
 from collections.abc import Iterator
@@ -16,11 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import DBAPIError
 
 from recsys.columns import DWELL, EVENT_COLUMNS, EVENT_ID, ITEM_ID, TIMESTAMP, TYPE, USER_ID, VALUE
-from recsys.store.schema import events, users
+from recsys.store.schema import events
 
 _EVENT_INSERT_COLUMNS = (*EVENT_COLUMNS, "ingested_at")
 
@@ -77,36 +78,38 @@ def _executemany_insert(conn: Connection, frame: pd.DataFrame) -> int:
 def _copy_insert_postgres(conn: Connection, frame: pd.DataFrame) -> int:
     columns = ", ".join(f'"{c}"' for c in _EVENT_INSERT_COLUMNS)
     raw = conn.connection.driver_connection
-    buffer = io.StringIO()
-    # CSV through COPY is PostgreSQL's fastest load path; pandas writes it vectorized.
-    # Every field quoted: an id may hold a bare carriage return or the text \N, which
-    # unquoted CSV would end a line at or read back as NULL. Only the two nullable numeric
-    # columns turn a quoted empty field into NULL.
-    frame.to_csv(
-        buffer,
-        index=False,
-        header=False,
-        quoting=csv.QUOTE_ALL,
-        na_rep="",
-        float_format="%.17g",
-    )
+    payload = _copy_csv(frame)
     with raw.cursor() as cursor:  # type: ignore[union-attr]
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS events_load "
             "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
         cursor.execute("TRUNCATE events_load")
-        with cursor.copy(
-            f"COPY events_load ({columns}) FROM STDIN "
-            "WITH (FORMAT csv, FORCE_NULL (dwell_seconds, value))"
-        ) as copy:
-            copy.write(buffer.getvalue())
+        with cursor.copy(f"COPY events_load ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
+            copy.write(payload)
         cursor.execute(
             # A fixed key order keeps concurrent batches that share events from deadlocking.
             f"INSERT INTO events ({columns}) SELECT {columns} FROM events_load "
             "ORDER BY event_id ON CONFLICT (event_id) DO NOTHING"
         )
         return int(cursor.rowcount)
+
+
+def _copy_csv(frame: pd.DataFrame) -> bytes:
+    """``frame`` as CSV for PostgreSQL's COPY, its fastest load path.
+
+    Arrow's writer is a tenth of the cost of pandas' ``to_csv``. Every present value is
+    quoted, so an id holding a bare carriage return or the text \\N is read back as sent
+    (unquoted, COPY would end a line at the one and read NULL for the other); a missing
+    value is an unquoted empty field, which COPY reads as NULL. Floats are written in their
+    shortest round-trip form.
+    """
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    out = io.BytesIO()
+    pa_csv.write_csv(
+        table, out, pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
+    )
+    return out.getvalue()
 
 
 def _upsert_users(conn: Connection, frame: pd.DataFrame) -> None:
@@ -128,19 +131,25 @@ def _upsert_users(conn: Connection, frame: pd.DataFrame) -> None:
         finally:
             cursor.close()
         return
-    rows = [
-        {"user_id": user_id, "first_seen": float(ts), "attributes": {}}
-        for user_id, ts in first_seen.items()
-    ]
-    from sqlalchemy.dialects.postgresql import insert as dialect_insert
-
-    stmt = dialect_insert(users)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[users.c.user_id],
-        set_={"first_seen": stmt.excluded.first_seen},
-        where=stmt.excluded.first_seen < users.c.first_seen,
-    )
-    conn.execute(stmt, rows)
+    # PostgreSQL: COPY into a staging table and one set-based upsert, as for the events
+    # (a statement per user cost a quarter of a PostgreSQL import).
+    payload = _copy_csv(first_seen.reset_index())
+    with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS users_load "
+            "(user_id text, first_seen double precision) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("TRUNCATE users_load")
+        with cursor.copy(
+            "COPY users_load (user_id, first_seen) FROM STDIN WITH (FORMAT csv)"
+        ) as copy:
+            copy.write(payload)
+        cursor.execute(
+            "INSERT INTO users (user_id, first_seen, attributes) "
+            "SELECT user_id, first_seen, '{}'::json FROM users_load ORDER BY user_id "
+            "ON CONFLICT (user_id) DO UPDATE SET first_seen = excluded.first_seen "
+            "WHERE excluded.first_seen < users.first_seen"
+        )
 
 
 # --- reads -----------------------------------------------------------------------------
