@@ -121,6 +121,13 @@ def main() -> None:
             f"data: demo world scale {scale:g}: {world.n_events:,} events, "
             f"{world.n_users:,} users, {world.n_items:,} items (import {imported:.1f}s)"
         )
+        # The settings in force (RECSYS_* variables apply to both runs).
+        als, hybrid = settings.als, settings.hybrid
+        print(
+            f"models: ALS factors {als.factors}, {als.iterations} iterations; LightFM "
+            f"{hybrid.no_components} components, {hybrid.epochs} epochs, "
+            f"{hybrid.max_text_tokens} text tokens, {hybrid.num_threads} threads"
+        )
         pipeline = run_child(CHILD_TRAIN, str(home))
         bare = run_child(CHILD_BARE, str(home), pipeline["artifacts"])
     bare_total = bare["als"] + bare["lightfm"]
