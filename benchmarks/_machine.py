@@ -64,6 +64,16 @@ def load_average() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
+def package_version(package: str) -> str:
+    """The installed version of a distribution, or "unknown"."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def describe_machine() -> str:
     """A few lines: platform, Python, CPU model and count, RAM, current load."""
     ram = _ram_bytes()

@@ -66,7 +66,12 @@ import qdrant_edge as qe
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._machine import describe_machine, load_average, percentiles  # noqa: E402
+from benchmarks._machine import (  # noqa: E402
+    describe_machine,
+    load_average,
+    package_version,
+    percentiles,
+)
 
 GOAL_P50_MS = 5.0
 # The same feed call with the BLAS pool (OpenBLAS) held to one thread, as a what-if.
@@ -184,6 +189,20 @@ def consumed_ids(store: Any, user_id: str, seen_view_seconds: float) -> list[str
     )
     with store.read() as conn:
         return [str(row[0]) for row in conn.execute(query)]
+
+
+def measured_users(recommender: Any, world: World, seen: int, sample: int) -> list[Probe]:
+    """The users to measure (about ``seen`` consumed items each), announced."""
+    config = world.settings.feed
+    users = probes(recommender, pick_users(world.store, seen, sample, config.seen_view_seconds))
+    if not users:
+        raise SystemExit(f"no user has about {seen} consumed items; add --events")
+    counts = [len(p.consumed) for p in users]
+    print(
+        f"users: {len(users)} with {min(counts)}-{max(counts)} consumed items "
+        f"(median {statistics.median(counts):g}), cycled; model {recommender.model_version}"
+    )
+    return users
 
 
 def live_index(recommender: Any) -> Any:
@@ -565,15 +584,20 @@ def profile(recommender: Any, users: list[Probe], calls: int, limit: int, top: i
 # --- main --------------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="5k users, 10k items, 250k events")
+def add_world_arguments(parser: argparse.ArgumentParser, quick_help: str) -> None:
+    """The world's size and the measured users: shared with bench_http.py."""
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--users", type=int, default=None, help=f"default {FULL['users']:,}")
     parser.add_argument("--items", type=int, default=None, help=f"default {FULL['items']:,}")
     parser.add_argument("--events", type=int, default=None, help=f"default {FULL['events']:,}")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--seen", type=int, default=200, help="consumed items per user")
     parser.add_argument("--sample-users", type=int, default=100, help="users to cycle through")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_world_arguments(parser, "5k users, 10k items, 250k events")
     parser.add_argument("--calls", type=int, default=None, help="timed calls per round (500)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (3; 1 with --quick)")
     parser.add_argument("--limit", type=int, default=20)
@@ -597,21 +621,11 @@ def main() -> None:
         config = world.settings.feed
         recommender = Recommender.open(world.store, world.settings)
         try:
-            users = probes(
-                recommender,
-                pick_users(world.store, args.seen, args.sample_users, config.seen_view_seconds),
-            )
-            if not users:
-                raise SystemExit(f"no user has about {args.seen} consumed items; add --events")
-            seen = [len(p.consumed) for p in users]
-            print(
-                f"users: {len(users)} with {min(seen)}-{max(seen)} consumed items "
-                f"(median {statistics.median(seen):g}), cycled; model {recommender.model_version}"
-            )
+            users = measured_users(recommender, world, args.seen, args.sample_users)
             print(
                 f"feed: limit {args.limit}, {config.candidates_per_source} candidates per source, "
                 f"history of up to {config.history_events} events; "
-                f"qdrant-edge {_version('qdrant-edge-py')}"
+                f"qdrant-edge {package_version('qdrant-edge-py')}"
             )
             depth = config.candidates_per_source
             print(
@@ -661,15 +675,6 @@ def main() -> None:
         finally:
             recommender.close()
             world.store.dispose()
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -57,11 +57,11 @@ from benchmarks.bench_feed import (  # noqa: E402
     FULL,
     QUICK,
     Probe,
+    add_world_arguments,
     bare_latencies,
     live_index,
-    pick_users,
+    measured_users,
     prepare_world,
-    probes,
     world_home,
 )
 
@@ -313,18 +313,7 @@ def in_process(world: Any, args: argparse.Namespace) -> tuple[list[Probe], list[
 
     recommender = Recommender.open(world.store, world.settings)
     try:
-        config = world.settings.feed
-        users = probes(
-            recommender,
-            pick_users(world.store, args.seen, args.sample_users, config.seen_view_seconds),
-        )
-        if not users:
-            raise SystemExit(f"no user has about {args.seen} consumed items; add --events")
-        seen = [len(p.consumed) for p in users]
-        print(
-            f"users: {len(users)} with {min(seen)}-{max(seen)} consumed items "
-            f"(median {statistics.median(seen):g}), cycled; model {recommender.model_version}"
-        )
+        users = measured_users(recommender, world, args.seen, args.sample_users)
         bare = bare_latencies(live_index(recommender), users, args.bare_calls)
         feed = Load("in-process Recommender.feed, 1 caller")
         cpu = 0.0
@@ -359,13 +348,7 @@ def bare_again(world: Any, users: list[Probe], calls: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="5k users, 10k items, short runs")
-    parser.add_argument("--users", type=int, default=None, help=f"default {FULL['users']:,}")
-    parser.add_argument("--items", type=int, default=None, help=f"default {FULL['items']:,}")
-    parser.add_argument("--events", type=int, default=None, help=f"default {FULL['events']:,}")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--seen", type=int, default=200, help="consumed items per user")
-    parser.add_argument("--sample-users", type=int, default=100, help="users to cycle through")
+    add_world_arguments(parser, "5k users, 10k items, short runs")
     parser.add_argument("--clients", type=int, default=32, help="concurrent feed clients")
     parser.add_argument("--requests", type=int, default=None, help="timed feeds (2000; 400)")
     parser.add_argument("--batch", type=int, default=500, help="events per POST")

@@ -35,7 +35,12 @@ import qdrant_edge as qe
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._machine import describe_machine, load_average, percentiles  # noqa: E402
+from benchmarks._machine import (  # noqa: E402
+    describe_machine,
+    load_average,
+    package_version,
+    percentiles,
+)
 from recsys.vectors import ItemFilter  # noqa: E402
 from recsys.vectors.base import point_id  # noqa: E402
 from recsys.vectors.edge import EdgeIndex  # noqa: E402
@@ -233,7 +238,7 @@ def main() -> None:
     print(
         f"data: {args.items:,} items x {args.dim}-d float32 (dot), {N_CATEGORIES} categories, "
         f"{N_TAGS} tags (1-3 per item), created_at over a year; qdrant-edge "
-        f"{_version('qdrant-edge-py')}"
+        f"{package_version('qdrant-edge-py')}"
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-vectors-", dir=args.dir))
     try:
@@ -277,15 +282,6 @@ def main() -> None:
         index.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "unknown"
 
 
 if __name__ == "__main__":
