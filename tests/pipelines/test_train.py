@@ -153,3 +153,28 @@ def test_kill_during_publish_leaves_the_old_version_live(
     assert "running" not in statuses
     leftovers = [p.name for p in settings.artifacts_dir.iterdir() if p.name.endswith(".partial")]
     assert not leftovers
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_top_unseen_matches_the_dense_ranking(seed: int) -> None:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from pipelines.train import top_unseen
+
+    rng = np.random.default_rng(seed)
+    users, items, k = 40, 60, 10
+    # Integer scores make ties, which must break by item index as a stable sort does.
+    scores = rng.integers(0, 8, items).astype(np.float64)
+    seen = sp.random(users, items, density=0.3, format="lil", random_state=seed)
+    seen[3, :] = 1.0  # a user who has seen everything
+    seen = sp.csr_matrix(seen)
+    got = top_unseen(scores, seen, k)
+    dense = np.tile(scores, (users, 1))
+    dense[seen.nonzero()] = -np.inf
+    expected = np.argsort(-dense, axis=1, kind="stable")[:, :k]
+    for user in range(users):
+        unseen_count = items - seen[user].nnz
+        want = expected[user][: min(k, unseen_count)]
+        assert got[user][: len(want)].tolist() == want.tolist()
+        assert (got[user][len(want) :] == -1).all()
