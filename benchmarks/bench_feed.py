@@ -13,9 +13,6 @@ Per call, interleaved on the same users and the same open shard (order rotated p
 * ``Recommender.feed(user, limit=20)``: history read, fold-in, the Qdrant candidate
   queries (``candidates_per_source`` each), popularity and freshness, blend, fatigue, MMR,
   reasons and the cursor;
-* the same call with the BLAS thread pool held to one thread (``threadpoolctl``), a what-if:
-  the feed's matrix products are small, and a multi-threaded BLAS pays a thread hand-off on
-  each of them, which a busy machine turns into milliseconds;
 * ``EdgeIndex.search("als", v, 20, ItemFilter(exclude_ids=consumed))``, the wrapper;
 * a bare ``EdgeShard.query``: the same top-20 with a ``HasIdCondition`` over the same
   point ids (filter built inside the timing, point ids precomputed);
@@ -74,8 +71,6 @@ from benchmarks._machine import (  # noqa: E402
 )
 
 GOAL_P50_MS = 5.0
-# The same feed call with the BLAS pool (OpenBLAS) held to one thread, as a what-if.
-ONE_BLAS_THREAD = "feed, 1 BLAS thread"
 GOAL_P99_MS = 15.0
 WORLD_MARKER = "bench-world.json"
 FULL = {"users": 50_000, "items": 100_000, "events": 2_500_000}
@@ -329,12 +324,8 @@ def run_rounds(
 
     index = live_index(recommender)
     shard = index.items_shard
-    from threadpoolctl import ThreadpoolController
-
-    blas = ThreadpoolController()
     names = (
         "feed",
-        ONE_BLAS_THREAD,
         "EdgeIndex.search",
         "bare top-20",
         f"bare top-{depth}",
@@ -359,7 +350,6 @@ def run_rounds(
             item_filter = ItemFilter(exclude_ids=probe.consumed)
             jobs: list[tuple[str, Callable[[], Any]]] = [
                 ("feed", partial(recommender.feed, probe.user_id, limit=limit)),
-                (ONE_BLAS_THREAD, partial(recommender.feed, probe.user_id, limit=limit)),
                 (
                     "EdgeIndex.search",
                     partial(index.search, "als", probe.vector, limit, item_filter),
@@ -385,13 +375,9 @@ def run_rounds(
             shift = (q + r) % len(jobs)
             results = {}
             for name, job in jobs[shift:] + jobs[:shift]:
-                # The limit is set and restored outside the timing (about 20 us each way).
-                limiter = blas.limit(limits=1, user_api="blas") if name == ONE_BLAS_THREAD else None
                 c0, t0 = cpu_clock(), clock()
                 results[name] = job()
                 elapsed, cpu = clock() - t0, cpu_clock() - c0
-                if limiter is not None:
-                    limiter.restore_original_limits()
                 if q >= 20:  # warm-up
                     samples[name].append(elapsed)
                     cpu_samples[name].append(cpu)
