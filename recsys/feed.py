@@ -561,6 +561,7 @@ class Recommender:
             tags=(filters.tags or None) if filters else None,
             exclude_ids=exclude or None,
         )
+        excluded = set(exclude)
         positives = history.items_where(history.weights > 0)
         negatives = history.items_where(history.weights < 0)
         warmth = min(1.0, len(history) / max(config.warm_after_events, 1))
@@ -596,7 +597,7 @@ class Recommender:
                 )
                 queries["fresh"] = Nearest("content", content_vector, n, fresh_filter)
         else:
-            newest = self._newest(catalogue, n, set(exclude), filters)
+            newest = self._newest(catalogue, n, excluded, filters)
         answers = (
             dict(zip(queries, state.index.query_batch(list(queries.values())), strict=True))
             if queries
@@ -605,7 +606,7 @@ class Recommender:
         candidates = {name: answers[name] for name in QUERY_SOURCES if name in answers}
         if newest is not None:
             candidates["fresh"] = newest
-        candidates["popular"] = self._popular(catalogue, n, set(exclude), filters)
+        candidates["popular"] = self._popular(catalogue, n, excluded, filters)
 
         # Blend: per-source min-max, then weights interpolated between cold and warm. The
         # recent-likes list counts towards the behavioural source, at recent_weight times the

@@ -155,7 +155,7 @@ def _upsert_users(conn: Connection, frame: pd.DataFrame) -> None:
 # --- reads -----------------------------------------------------------------------------
 
 _READ_COLUMNS = (EVENT_ID, USER_ID, ITEM_ID, TYPE, TIMESTAMP, DWELL, VALUE)
-
+_NUMERIC_COLUMNS = (TIMESTAMP, DWELL, VALUE)
 
 # What training needs: the event id is only for idempotent writes.
 TRAINING_COLUMNS = (USER_ID, ITEM_ID, TYPE, TIMESTAMP, DWELL, VALUE)
@@ -165,7 +165,7 @@ def _frame(
     rows: list[tuple[object, ...]], columns: tuple[str, ...] = _READ_COLUMNS
 ) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(rows, columns=list(columns))
-    for column in (TIMESTAMP, DWELL, VALUE):
+    for column in _NUMERIC_COLUMNS:
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
     return frame
@@ -251,9 +251,6 @@ def user_event_columns(
         name: np.array(values, dtype=np.float64 if name in _NUMERIC_COLUMNS else object)
         for name, values in zip(_READ_COLUMNS, columns, strict=True)
     }
-
-
-_NUMERIC_COLUMNS = frozenset((TIMESTAMP, DWELL, VALUE))
 
 
 def consumed_items(conn: Connection, user_id: str, *, min_view_seconds: float) -> list[str]:

@@ -27,7 +27,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -364,7 +364,7 @@ class EdgeIndex(VectorIndex):
                 checked.append((positives, negatives))
             else:
                 checked.append(None)
-        found = self._item_vectors_by_name(examples)
+        found = self._vectors_by_name(ITEMS, examples)
         filters: dict[int, tuple[qe.Filter | None, frozenset[str]]] = {}
         exclusions: dict[tuple[str, ...], Any] = {}
         requests: list[qe.QueryRequest] = []
@@ -416,18 +416,18 @@ class EdgeIndex(VectorIndex):
             for asked in answered
         ]
 
-    def _item_vectors_by_name(
-        self, wanted: Mapping[str, set[str]]
+    def _vectors_by_name(
+        self, collection: str, wanted: Mapping[str, Collection[str]]
     ) -> dict[str, dict[str, FloatArray]]:
-        """Stored item vectors, by vector name then external id, in one retrieve."""
+        """Stored vectors, by vector name then external id, in one retrieve."""
         ids = sorted(set().union(*wanted.values())) if wanted else []
+        found: dict[str, dict[str, FloatArray]] = {name: {} for name in wanted}
         if not ids:
-            return {}
+            return found
         by_point = {point_id(i): i for i in ids}
-        records = self._shard(ITEMS).retrieve(
+        records = self._shard(collection).retrieve(
             list(by_point), with_payload=False, with_vector=list(wanted)
         )
-        found: dict[str, dict[str, FloatArray]] = {name: {} for name in wanted}
         for record in records:
             vectors = record.vector
             if not isinstance(vectors, dict):
@@ -447,15 +447,7 @@ class EdgeIndex(VectorIndex):
         return self._vectors(USERS, check_ids([user_id], "user_id"), vector_name).get(user_id)
 
     def _vectors(self, collection: str, ids: list[str], vector_name: str) -> dict[str, FloatArray]:
-        by_point = {point_id(i): i for i in ids}
-        records = self._shard(collection).retrieve(
-            list(by_point), with_payload=False, with_vector=[vector_name]
-        )
-        found: dict[str, FloatArray] = {}
-        for record in records:
-            vectors = record.vector
-            if isinstance(vectors, dict) and vector_name in vectors:
-                found[by_point[str(record.id)]] = np.asarray(vectors[vector_name], dtype=np.float32)
+        found = self._vectors_by_name(collection, {vector_name: set(ids)})[vector_name]
         return {i: found[i] for i in ids if i in found}
 
     def get_items(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
