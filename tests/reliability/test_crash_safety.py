@@ -401,6 +401,16 @@ def test_kill_9_at_random_points_never_disturbs_serving(crash_world: CrashWorld)
     print("\n".join([*log, f"feeds served: {len(seen)}, by version: {dict(served)}"]))
 
 
+def assert_activated(response: httpx.Response, version: str, previous: str) -> None:
+    """The admin endpoint switched to ``version`` from ``previous`` and serves it already."""
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "live_version": version,
+        "previous_version": previous,
+        "model_version": version,
+    }
+
+
 def served_before(world: CrashWorld) -> str | None:
     """The version the service served before its current one (None if it never swapped)."""
     versions = [o.version for o in world.watcher.seen if o.status == 200]
@@ -435,13 +445,7 @@ def test_activate_rolls_the_live_model_back_and_forward(crash_world: CrashWorld)
         assert refused.status_code == 403 and refused.json()["detail"]
         assert world.live() == live
 
-        rolled = activate(http, back, Authorization=write)
-        assert rolled.status_code == 200, rolled.text
-        assert rolled.json() == {
-            "live_version": back,
-            "previous_version": live,
-            "model_version": back,
-        }
+        assert_activated(activate(http, back, Authorization=write), back, previous=live)
         assert world.live() == back
         # Served by this process at once, feeds included.
         feed = http.get("/v1/users/demo-user-0003/feed", headers=bearer(READ_KEY)).json()
@@ -452,13 +456,7 @@ def test_activate_rolls_the_live_model_back_and_forward(crash_world: CrashWorld)
 
         # Forward again, by way of another complete version.
         for version, previous in ((between, back), (live, between)):
-            moved = activate(http, version, Authorization=write)
-            assert moved.status_code == 200, moved.text
-            assert moved.json() == {
-                "live_version": version,
-                "previous_version": previous,
-                "model_version": version,
-            }
+            assert_activated(activate(http, version, Authorization=write), version, previous)
             assert world.live() == version
             assert world.watcher.current_version(want=version) == version
 

@@ -40,7 +40,7 @@ from recsys.store.catalog import load_items
 from recsys.store.engine import make_engine
 from recsys.store.events import count_events
 from recsys.store.schema import events as events_table
-from tests.reliability.conftest import postgres_schema
+from tests.conftest import postgres_schema
 from tests.reliability.service import (
     WRITE_KEY,
     Service,
