@@ -130,8 +130,16 @@ class ClientIndex(VectorIndex):
             name: models.VectorParams(size=dim, distance=_DISTANCES[VECTOR_DISTANCES[name]])
             for name, dim in dims.items()
         }
-        for name in (users_collection, items_collection):
-            client.create_collection(name, vectors_config=vectors, metadata=dict(metadata or {}))
+        client.create_collection(
+            items_collection, vectors_config=vectors, metadata=dict(metadata or {})
+        )
+        # User vectors are only ever fetched by id, never searched: m=0 builds no HNSW graph.
+        client.create_collection(
+            users_collection,
+            vectors_config=vectors,
+            hnsw_config=models.HnswConfigDiff(m=0),
+            metadata=dict(metadata or {}),
+        )
         with warnings.catch_warnings():
             # Local mode has no payload indexes and says so; the server builds them.
             warnings.filterwarnings("ignore", message="Payload indexes have no effect")

@@ -6,11 +6,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from vectors_testdata import Items, brute_search, make_items, make_users, new_store
 
 from recsys.config import Settings
 from recsys.vectors import NoLiveVersionError, VectorStore, open_vector_store
+from recsys.vectors.base import Nearest
 from recsys.vectors.edge import EdgeStore
 
 SMALL = {"als": 8, "content": 4}
@@ -241,3 +243,26 @@ def test_factory_server(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(store, ClientStore) and store.keep == 2
     assert seen == {"url": "http://qdrant:6333", "api_key": "k"}
     store.close()
+
+
+def test_query_batch_names_items_added_after_earlier_batches(store: VectorStore) -> None:
+    # Batch queries return item ids without reading payloads: an item upserted into a live
+    # index that has already answered must still come back under its own id, as must an
+    # item replaced with a new vector.
+    items = small_items(4)
+    build(store, "v1", items)
+    store.activate("v1")
+    target = np.asarray(items.vectors["als"][7], dtype=np.float32)
+    with store.open_live() as index:
+        before = index.query_batch([Nearest("als", target, 5)])[0]
+        assert before[0].item_id == items.ids[7]
+        payload = dict(items.payloads[7], item_id="added-later")
+        index.upsert_items(
+            ["added-later"],
+            {name: np.asarray(v[7:8], dtype=np.float32) * 2 for name, v in items.vectors.items()},
+            [payload],
+        )
+        after = index.query_batch([Nearest("als", target, 5)])[0]
+        assert after[0].item_id == "added-later"
+        assert [h.item_id for h in after[1:]] == [h.item_id for h in before[:4]]
+        assert all(h.payload == {"item_id": h.item_id} for h in after)
