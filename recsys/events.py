@@ -103,16 +103,19 @@ def validate_events(
     """
     n = len(frame)
     index = frame.index
-    rows = pd.Series(np.arange(n) if row_numbers is None else np.asarray(row_numbers), index=index)
-    reason = pd.Series(None, index=index, dtype=object)
-    field = pd.Series(None, index=index, dtype=object)
+    rows = np.arange(n) if row_numbers is None else np.asarray(row_numbers)
+    reason = np.full(n, None, dtype=object)
+    field = np.full(n, None, dtype=object)
+    bad = np.zeros(n, dtype=bool)
 
     def reject(mask: pd.Series, column: str, message: str) -> None:
-        # First problem wins: a row is reported once, with the most basic issue.
-        fresh = mask & reason.isna()
+        # First problem wins: a row is reported once, with the most basic issue. Plain
+        # arrays: a clean API batch runs some twenty of these checks, all false.
+        fresh = np.asarray(mask.to_numpy(dtype=bool, na_value=False)) & ~bad
         if fresh.any():
             reason[fresh] = message
             field[fresh] = column
+            bad[fresh] = True
 
     def column_or_missing(name: str) -> pd.Series:
         if name in frame:
@@ -168,7 +171,6 @@ def validate_events(
         given_text.str.contains("\x00", regex=False), EVENT_ID, "event_id contains a NUL character"
     )
 
-    bad = reason.notna()
     ok = ~bad
     valid = pd.DataFrame(
         {
@@ -180,14 +182,24 @@ def validate_events(
             VALUE: value[ok],
         }
     )
-    derived = derive_event_ids(valid[USER_ID], valid[ITEM_ID], valid[TYPE], valid[TIMESTAMP])
-    valid.insert(0, EVENT_ID, given_ids[ok].where(given_ids[ok].notna(), derived))
+    event_ids = given_ids[ok]
+    unnamed = event_ids.isna()
+    if unnamed.any():
+        # Hashing took a fifth of validating a 500-event API batch: only where ids are missing.
+        derived = valid[unnamed]
+        event_ids = event_ids.where(
+            ~unnamed,
+            derive_event_ids(
+                derived[USER_ID], derived[ITEM_ID], derived[TYPE], derived[TIMESTAMP]
+            ),
+        )
+    valid.insert(0, EVENT_ID, event_ids)
     valid = valid[list(EVENT_COLUMNS)].reset_index(drop=True)
     rejects = pd.DataFrame(
         {
-            "row": rows[bad].to_numpy(),
-            "field": field[bad].to_numpy(),
-            "reason": reason[bad].to_numpy(),
+            "row": rows[bad],
+            "field": field[bad],
+            "reason": reason[bad],
         }
     )
     return ValidatedEvents(valid=valid, rejects=rejects)
