@@ -189,9 +189,7 @@ def validate_events(
         derived = valid[unnamed]
         event_ids = event_ids.where(
             ~unnamed,
-            derive_event_ids(
-                derived[USER_ID], derived[ITEM_ID], derived[TYPE], derived[TIMESTAMP]
-            ),
+            derive_event_ids(derived[USER_ID], derived[ITEM_ID], derived[TYPE], derived[TIMESTAMP]),
         )
     valid.insert(0, EVENT_ID, event_ids)
     valid = valid[list(EVENT_COLUMNS)].reset_index(drop=True)
