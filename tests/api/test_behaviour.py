@@ -3,6 +3,7 @@ new items, degraded mode, store outages and hot swap."""
 
 from __future__ import annotations
 
+import gc
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -369,14 +370,20 @@ def test_hot_swap_to_a_newly_published_model(trained_template: Path, tmp_path: P
     try:
         before = world.recommender.model_version
         app = create_app(world.settings, world.recommender, refresh_interval=0.1)
+        gc.unfreeze()
         with TestClient(DecodeOnce(app), headers=bearer(WRITE_KEY)) as client:
+            # The loaded model state is kept out of the garbage collector's scans.
+            assert gc.get_freeze_count() > 0
             assert client.get("/v1/users/u/feed").json()["model_version"] == before
+            gc.unfreeze()
             result = train(world.store, world.settings, force=True)
             assert result.published and result.version != before
             assert wait_for(
                 lambda: client.get("/v1/users/u/feed").json()["model_version"] == result.version,
                 seconds=5,
             )
+            # ... and so is the state swapped in.
+            assert wait_for(lambda: gc.get_freeze_count() > 0, seconds=5)
             metrics = client.get("/metrics").text
             assert f'recsys_model_info{{version="{result.version}"}} 1.0' in metrics
             assert "recsys_model_swaps_total 1.0" in metrics
