@@ -111,7 +111,7 @@ def validate_events(
     def reject(mask: pd.Series, column: str, message: str) -> None:
         # First problem wins: a row is reported once, with the most basic issue. Plain
         # arrays: a clean API batch runs some twenty of these checks, all false.
-        fresh = np.asarray(mask.to_numpy(dtype=bool, na_value=False)) & ~bad
+        fresh = mask.to_numpy(dtype=bool, na_value=False) & ~bad
         if fresh.any():
             reason[fresh] = message
             field[fresh] = column

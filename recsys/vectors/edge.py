@@ -762,8 +762,8 @@ def _average_vector(
 # m=0: build no HNSW graph (Qdrant's switch for vectors that are never searched).
 _NO_GRAPH: Final = qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000)
 
-# Batch queries read only the external id: converting the whole payload of every hit to
-# Python costs more than the query.
+# Learning a point's item id reads that one field: converting whole payloads to Python
+# costs more than the lookup.
 _ITEM_ID_ONLY: Final = qe.PayloadSelector.Include(["item_id"])
 
 
