@@ -37,16 +37,23 @@ def event_weights(
     views of such items are measured against ``reference_dwell``, the catalogue's median
     dwell. ``events`` is a frame or, on the feed's hot path, a mapping of column arrays.
     """
-    types = np.asarray(events[TYPE])
+    # Integer codes per type name: comparing strings row by row (or turning an Arrow
+    # column into Python objects first) cost more than the rest of the weighting.
+    type_codes, type_names = pd.factorize(events[TYPE])
+    code_of = {name: code for code, name in enumerate(type_names)}
+
+    def of_type(name: str) -> np.ndarray:
+        return type_codes == code_of.get(name, -2)  # -2 matches no row (-1 is a missing type)
+
     value = np.asarray(events[VALUE], dtype=np.float64)
     dwell = np.asarray(events[DWELL], dtype=np.float64)
-    out = np.zeros(len(types), dtype=np.float64)
+    out = np.zeros(len(type_codes), dtype=np.float64)
 
-    out[types == "like"] = weights.like
-    out[types == "dislike"] = weights.dislike
-    out[types == "skip"] = weights.skip
+    out[of_type("like")] = weights.like
+    out[of_type("dislike")] = weights.dislike
+    out[of_type("skip")] = weights.skip
 
-    is_view = types == "view"
+    is_view = of_type("view")
     if is_view.any():
         length = np.where(np.isnan(item_durations), reference_dwell, item_durations)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -59,7 +66,7 @@ def event_weights(
         )
         out[is_view] = view_weight[is_view]
 
-    is_rating = types == "rating"
+    is_rating = of_type("rating")
     if is_rating.any():
         rating = np.select(
             [value >= weights.rating_positive_at, value <= weights.rating_negative_at],
@@ -71,13 +78,13 @@ def event_weights(
         )
         out[is_rating] = rating[is_rating]
 
-    is_play = types == "play"
+    is_play = of_type("play")
     if is_play.any():
         plays = weights.play_scale * np.log1p(np.maximum(np.nan_to_num(value, nan=1.0), 0.0))
         out[is_play] = plays[is_play]
 
     for name, weight in (custom_weights or {}).items():
-        out[types == name] = weight
+        out[of_type(name)] = weight
 
     if weights.half_life_days > 0:
         timestamps = np.asarray(events[TIMESTAMP], dtype=np.float64)
@@ -114,7 +121,8 @@ class InteractionBuilder:
         self._cols: list[np.ndarray] = []
         self._vals: list[np.ndarray] = []
         self._times: list[np.ndarray] = []
-        self._pending: list[pd.DataFrame] = []  # views with no item duration
+        # Views of items with no duration: (events, user rows, item columns).
+        self._pending: list[tuple[pd.DataFrame, np.ndarray, np.ndarray]] = []
         self._dwell_samples: list[np.ndarray] = []
         self.n_events = 0
         self.max_timestamp = -np.inf
@@ -124,23 +132,29 @@ class InteractionBuilder:
             return
         self.n_events += len(events)
         self.max_timestamp = max(self.max_timestamp, float(events[TIMESTAMP].max()))
-        self._user_ids = self._user_ids.add(events[USER_ID])
-        self._item_ids = self._item_ids.add(events[ITEM_ID])
-        cols = self._item_ids.to_internal(events[ITEM_ID])
+        self._user_ids, rows = _extend_and_map(self._user_ids, events[USER_ID])
+        self._item_ids, cols = _extend_and_map(self._item_ids, events[ITEM_ID])
         durations = np.full(len(events), np.nan)
         known = cols < len(self._durations)
         durations[known] = self._durations[cols[known]]
-        views = (events[TYPE] == "view").to_numpy()
+        views = (events[TYPE] == "view").to_numpy(dtype=bool)
         if views.any():
             self._dwell_samples.append(events[DWELL].to_numpy(np.float64)[views])
         deferred = views & np.isnan(durations)
         if deferred.any():
-            self._pending.append(events[deferred])
+            self._pending.append((events[deferred], rows[deferred], cols[deferred]))
         ready = ~deferred
         if ready.any():
-            self._append(events[ready], durations[ready], reference_dwell=np.nan)
+            self._append(events[ready], rows[ready], cols[ready], durations[ready], np.nan)
 
-    def _append(self, events: pd.DataFrame, durations: np.ndarray, reference_dwell: float) -> None:
+    def _append(
+        self,
+        events: pd.DataFrame,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        durations: np.ndarray,
+        reference_dwell: float,
+    ) -> None:
         weights = event_weights(
             events,
             self.weights,
@@ -149,8 +163,8 @@ class InteractionBuilder:
             custom_weights=self.custom_weights,
             now=self.now,
         )
-        self._rows.append(self._user_ids.to_internal(events[USER_ID]).astype(np.int32))
-        self._cols.append(self._item_ids.to_internal(events[ITEM_ID]).astype(np.int32))
+        self._rows.append(rows)
+        self._cols.append(cols)
         self._vals.append(weights.astype(np.float32))
         self._times.append(events[TIMESTAMP].to_numpy(np.float64))
 
@@ -164,8 +178,8 @@ class InteractionBuilder:
 
     def _flush_pending(self) -> None:
         reference = self.reference_dwell
-        for pending in self._pending:
-            self._append(pending, np.full(len(pending), np.nan), reference_dwell=reference)
+        for pending, rows, cols in self._pending:
+            self._append(pending, rows, cols, np.full(len(pending), np.nan), reference)
         self._pending = []
 
     def triples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -195,6 +209,19 @@ class InteractionBuilder:
         np.clip(matrix.data, -limit, limit, out=matrix.data)
         matrix.eliminate_zeros()
         return InteractionData(matrix=matrix, users=self._user_ids, items=self._item_ids)
+
+
+def _extend_and_map(ids: IdMap, values: pd.Series) -> tuple[IdMap, np.ndarray]:
+    """``ids`` extended with the new values, and every value's index in it (int32).
+
+    Only the distinct values of a chunk are looked up: factorizing an Arrow string column
+    stays in C, where mapping a million ids one by one would build a million objects.
+    """
+    codes, distinct = pd.factorize(values)
+    if (codes < 0).any():
+        raise ValueError(f"{values.name} has missing values")
+    ids = ids.add(distinct)
+    return ids, ids.to_internal(distinct).astype(np.int32)[codes]
 
 
 def newest_per_user(rows: np.ndarray, times: np.ndarray, fraction: float) -> np.ndarray:

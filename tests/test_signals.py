@@ -119,3 +119,40 @@ def test_catalogue_items_without_events_keep_a_column() -> None:
     data = build_interactions([frame(item_id=["a"])], W, items=items, now=NOW)
     assert data.items.to_json() == ["new", "a"]
     assert data.matrix.shape == (1, 2) and data.matrix[0, 0] == 0
+
+
+def test_arrow_and_object_string_columns_weigh_alike() -> None:
+    """The store hands over Arrow-backed strings; the feed passes plain object arrays."""
+    types = ["like", "view", "skip", "rating", "play", "dislike", "bookmark", "view"]
+    plain = frame(
+        user_id=["u1", "u2"] * 4,
+        item_id=list("abcdefgh"),
+        type=types,
+        dwell_seconds=[np.nan, 30.0, np.nan, np.nan, np.nan, np.nan, np.nan, 1.0],
+        value=[np.nan, np.nan, np.nan, 5.0, 3.0, np.nan, np.nan, np.nan],
+    )
+    arrow = plain.astype({"user_id": "string[pyarrow]", "item_id": "str", "type": "str"})
+    custom = {"bookmark": 2.5}
+    want = weigh(plain, custom_weights=custom)
+    assert np.array_equal(weigh(arrow, custom_weights=custom), want)
+    assert want[6] == 2.5 and want[0] == W.like and want[2] == W.skip
+    items = pd.DataFrame({"item_id": list("abcdefgh"), "duration_seconds": 60.0})
+    a = build_interactions([plain], W, items=items, now=NOW, custom_weights=custom)
+    b = build_interactions([arrow], W, items=items, now=NOW, custom_weights=custom)
+    assert a.users == b.users and a.items == b.items
+    assert (a.matrix != b.matrix).nnz == 0
+
+
+def test_views_of_items_without_length_wait_for_the_median_of_all_chunks() -> None:
+    items = pd.DataFrame({"item_id": ["short", "open"], "duration_seconds": [10.0, np.nan]})
+    first = frame(user_id=["u1"], item_id=["open"], type=["view"], dwell_seconds=[30.0])
+    # The later chunks move the median dwell to 60 s: the first view is then half watched.
+    later = frame(
+        user_id=["u2", "u3"],
+        item_id=["short", "short"],
+        type=["view", "view"],
+        dwell_seconds=[60.0, 90.0],
+    )
+    data = build_interactions([first, later], W, items=items, now=NOW)
+    got = data.matrix[data.users.index_of("u1"), data.items.index_of("open")]
+    assert np.isclose(got, W.view_full * 0.5, atol=1e-5)

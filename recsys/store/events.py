@@ -12,6 +12,8 @@ import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -181,14 +183,20 @@ def iter_events(
 ) -> Iterator[pd.DataFrame]:
     """Stream events as DataFrames of at most ``chunk_rows`` rows (never ORM objects).
 
-    Rows come straight off the driver's cursor (a server-side cursor on PostgreSQL):
-    SQLAlchemy's per-row processing would cost more than the read itself.
+    A SQLite file is read through ADBC, which hands over Arrow columns straight from C;
+    other stores stream rows off the driver's cursor (a server-side cursor on PostgreSQL).
+    Either way SQLAlchemy's per-row processing is skipped: it would cost more than the read.
     """
-    query = select(*[events.c[name] for name in columns])
+    condition = []
     if since is not None:
-        query = query.where(events.c.timestamp >= since)
+        condition.append(events.c.timestamp >= since)
     if until is not None:
-        query = query.where(events.c.timestamp < until)
+        condition.append(events.c.timestamp < until)
+    database = _sqlite_file(conn)
+    if database is not None:
+        yield from _iter_sqlite_arrow(database, columns, condition, chunk_rows)
+        return
+    query = select(*[events.c[name] for name in columns]).where(*condition)
     sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     raw = conn.connection.driver_connection
     if conn.dialect.name == "postgresql":
@@ -205,6 +213,60 @@ def iter_events(
             yield _frame(rows, columns)
     finally:
         cursor.close()
+
+
+def _sqlite_file(conn: Connection) -> Path | None:
+    """The database file behind a SQLite connection; None for other stores or memory."""
+    if conn.dialect.name != "sqlite":
+        return None
+    database = conn.engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).resolve()
+
+
+_NULL_FLAG = "__null_{}"
+
+
+def _iter_sqlite_arrow(
+    database: Path, columns: tuple[str, ...], condition: list[Any], chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """Events read by the ADBC SQLite driver, in Arrow batches.
+
+    ADBC infers each column's type from its first rows and fails on a later mismatch, so
+    every column is cast to one storage class and a nullable number travels as a value
+    plus an IS NULL flag (a column that starts with NULLs would be inferred as integer).
+    """
+    import adbc_driver_sqlite.dbapi as adbc_sqlite
+    from sqlalchemy import Float, Text, cast
+    from sqlalchemy.dialects import sqlite
+
+    selected: list[Any] = []
+    for name in columns:
+        column = events.c[name]
+        if name in _NUMERIC_COLUMNS:
+            selected.append(func.coalesce(cast(column, Float), 0.0).label(name))
+            selected.append(column.is_(None).label(_NULL_FLAG.format(name)))
+        else:
+            selected.append(cast(column, Text).label(name))
+    query = select(*selected).where(*condition)
+    sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    # Read-only: the nightly read can never write to (or create) the store.
+    uri = f"{database.as_uri()}?mode=ro"
+    with adbc_sqlite.connect(uri) as connection, connection.cursor() as cursor:
+        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_rows)})
+        cursor.execute(sql)
+        for batch in cursor.fetch_record_batch():
+            if batch.num_rows == 0:
+                continue
+            frame = batch.to_pandas()
+            for name in columns:
+                if name in _NUMERIC_COLUMNS:
+                    flag = frame.pop(_NULL_FLAG.format(name)).to_numpy(dtype=bool)
+                    values = frame[name].to_numpy(dtype=np.float64, copy=True)
+                    values[flag] = np.nan
+                    frame[name] = values
+            yield frame
 
 
 _USER_EVENTS_SQL = (

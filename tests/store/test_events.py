@@ -178,3 +178,49 @@ def test_sqlite_and_postgres_store_the_same_rows(tmp_path, postgres_url: str) ->
         frames.append(frame.sort_values("event_id").reset_index(drop=True))
         store.dispose()
     pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+def test_sqlite_bulk_read_keeps_nulls_and_types_whatever_the_first_rows_hold(tmp_path) -> None:
+    """The Arrow reader infers types from the first rows: a column that starts with NULLs
+    (or whole numbers) and later holds fractions must still read back exactly."""
+    import sqlite3
+
+    from recsys.store.engine import make_engine
+    from recsys.store.events import _sqlite_file
+
+    n = 5_000
+    frame = pd.DataFrame(
+        {
+            "user_id": [f"u{i % 37}" for i in range(n)],
+            "item_id": [f"i{i % 101}" for i in range(n)],
+            "type": ["rating"] * n,
+            "timestamp": 1_700_000_000.0 + np.arange(n),
+            # NULL for the first 4,000 rows, then fractions; whole numbers, then fractions.
+            "dwell_seconds": [None] * 4_000 + [12.75] * 1_000,
+            "value": [4.0] * 4_500 + [3.5] * 500,
+        }
+    )
+    checked = validate_events(frame, event_types=TYPES)
+    store = Store(make_engine(f"sqlite:///{tmp_path / 'late.db'}"))
+    with store.transaction() as conn:
+        insert_events(conn, checked.valid)
+    since, until = 1_700_000_000.0 + 100, 1_700_000_000.0 + 4_900
+    with store.read() as conn:
+        assert _sqlite_file(conn) is not None  # the Arrow path is the one under test
+        read = pd.concat(
+            list(iter_events(conn, chunk_rows=700, since=since, until=until)), ignore_index=True
+        )
+    store.dispose()
+    with sqlite3.connect(tmp_path / "late.db") as reference:
+        want = pd.read_sql_query(
+            "SELECT event_id, user_id, item_id, type, timestamp, dwell_seconds, value "
+            "FROM events WHERE timestamp >= ? AND timestamp < ?",
+            reference,
+            params=(since, until),
+        )
+    assert len(read) == 4_800
+    got = read.sort_values("timestamp").reset_index(drop=True)
+    want = want.sort_values("timestamp").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    assert got["dwell_seconds"].isna().sum() == 3_900
+    assert got["value"].iloc[-1] == 3.5
