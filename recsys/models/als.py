@@ -101,8 +101,9 @@ class ALSModel(EmbeddingModel[ALSConfig]):
                 if train.nnz == 0:
                     raise ValueError("BPR needs at least one positive interaction")
             estimator.fit(train, show_progress=False)
-        if use_gpu:
-            estimator = estimator.to_cpu()
+            if use_gpu:
+                # to_cpu() builds a CPU model, which checks the BLAS threads: keep it inside.
+                estimator = estimator.to_cpu()
         return _to_numpy(estimator.user_factors), _to_numpy(estimator.item_factors)
 
     def _restore(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:

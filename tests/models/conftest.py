@@ -15,10 +15,20 @@ def blocks() -> Blocks:
     return make_blocks()
 
 
+class FittedModels(dict[str, EmbeddingModel[Any]]):
+    """Each model fitted on the block data the first time a test asks for it (tests must
+    not mutate them), so a run selecting some models never fits the others."""
+
+    def __init__(self, blocks: Blocks) -> None:
+        super().__init__()
+        self._blocks = blocks
+
+    def __missing__(self, name: str) -> EmbeddingModel[Any]:
+        model = MODEL_FACTORIES[name]().fit(self._blocks.interactions, self._blocks.items_df)
+        self[name] = model
+        return model
+
+
 @pytest.fixture(scope="session")
 def fitted_models(blocks: Blocks) -> dict[str, EmbeddingModel[Any]]:
-    """Each model fitted once on the block data (tests must not mutate them)."""
-    return {
-        name: factory().fit(blocks.interactions, blocks.items_df)
-        for name, factory in MODEL_FACTORIES.items()
-    }
+    return FittedModels(blocks)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from model_fixtures import MODEL_FACTORIES, Blocks
+from model_fixtures import MODEL_FACTORIES, NOT_REPRODUCIBLE, Blocks
 
 from recsys.models import load_model
 from recsys.models.base import ARRAYS_FILE, STATE_FILE, EmbeddingModel
@@ -112,7 +112,12 @@ def test_saved_files_hold_no_pickles(model: EmbeddingModel[Any], tmp_path: Path)
             assert array.dtype.kind in "fiub", (key, array.dtype)
 
 
-def test_refit_is_reproducible(model: EmbeddingModel[Any], blocks: Blocks) -> None:
+def test_refit_is_reproducible(
+    model: EmbeddingModel[Any], blocks: Blocks, request: pytest.FixtureRequest
+) -> None:
+    if model.name in NOT_REPRODUCIBLE:
+        # Strict: should such a model become reproducible, this fails and the note goes.
+        request.applymarker(pytest.mark.xfail(reason="parallel SGD updates race", strict=True))
     refit = MODEL_FACTORIES[model.name]().fit(blocks.interactions, blocks.items_df)
     np.testing.assert_allclose(refit.item_factors, model.item_factors, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(refit.user_factors, model.user_factors, rtol=1e-5, atol=1e-6)
