@@ -145,18 +145,22 @@ def popularity(data: InteractionData) -> np.ndarray:
     return np.asarray(positive.sum(axis=0)).ravel()
 
 
-def gate_metrics(builder: InteractionBuilder, settings: Settings, seed: int = 0) -> dict[str, Any]:
+def gate_metrics(
+    builder: InteractionBuilder, settings: Settings, seed: int = 0
+) -> tuple[dict[str, Any], ALSModel | None]:
     """NDCG@10 of ALS and of popularity on each user's newest events, trained on the rest.
 
     The holdout is per user (each user's newest ``gate_holdout_fraction`` of events), so
     the gate measures what the feed does: predict a user's next items from their past.
+    Also returns the ALS model fitted on the rest (same id maps as ``builder.build()``),
+    which the full fit continues from; None when the gate was skipped.
     """
     rows, cols, vals, times = builder.triples()
     if len(rows) < 100:
-        return {"skipped": "too few events for a holdout"}
+        return {"skipped": "too few events for a holdout"}, None
     held = newest_per_user(rows, times, settings.gate_holdout_fraction)
     if not held.any() or held.all():
-        return {"skipped": "no user has enough events for a holdout"}
+        return {"skipped": "no user has enough events for a holdout"}, None
     train = builder.build(keep=~held)
     test = (
         pd.DataFrame({"row": rows[held], "col": cols[held], WEIGHT: vals[held]})
@@ -169,7 +173,7 @@ def gate_metrics(builder: InteractionBuilder, settings: Settings, seed: int = 0)
     test = test[~in_train]
     user_rows = test["row"].unique()
     if len(user_rows) == 0:
-        return {"skipped": "the holdout has no new positive interaction"}
+        return {"skipped": "the holdout has no new positive interaction"}, None
     if len(user_rows) > GATE_MAX_USERS:
         user_rows = np.random.default_rng(seed).choice(user_rows, GATE_MAX_USERS, replace=False)
         test = test[test["row"].isin(user_rows)]
@@ -196,7 +200,7 @@ def gate_metrics(builder: InteractionBuilder, settings: Settings, seed: int = 0)
             "ndcg@10": report["metrics"][f"ndcg@{GATE_K}"],
             "n_users": report["n_users"],
         }
-    return results
+    return results, model
 
 
 def top_unseen(scores: np.ndarray, seen: sp.csr_matrix, k: int) -> np.ndarray:
@@ -371,7 +375,7 @@ def _run_stages(
         }
 
     with stages.stage("gate"):
-        gate = gate_metrics(builder, settings)
+        gate, gate_model = gate_metrics(builder, settings)
         del builder
         result.metrics["gate"] = gate
         reason = check_gate(gate, live_run.metrics if live_run else None, settings.gate_margin)
@@ -391,7 +395,12 @@ def _run_stages(
     )
     for name, model in candidates:
         with stages.stage(name):
-            models[name] = model.fit(data, catalogue)
+            if isinstance(model, ALSModel) and gate_model is not None:
+                models[name] = model.fit_from(gate_model, data, catalogue)
+                result.metrics["als_warm_started"] = model.warm_started
+            else:
+                models[name] = model.fit(data, catalogue)
+    del gate_model
 
     with stages.stage("save"):
         final = settings.artifacts_dir / version

@@ -47,6 +47,41 @@ class ALSModel(EmbeddingModel[ALSConfig]):
     def __init__(self, config: ALSConfig | None = None, *, name: str | None = None) -> None:
         super().__init__(config, name=name)
         self._gram: np.ndarray | None = None
+        self._start_from: tuple[np.ndarray, np.ndarray] | None = None
+        # Whether the last fit continued from another model's factors (see ``fit_from``).
+        self.warm_started = False
+
+    def fit_from(
+        self,
+        previous: ALSModel,
+        interactions: InteractionData,
+        items_df: pd.DataFrame | None = None,
+    ) -> ALSModel:
+        """Fit, continuing from ``previous``'s factors for ``warm_start_iterations``.
+
+        ``previous`` must be an ALS model over the same id maps and factor count (the
+        nightly job's gate model, fitted on an older slice of the same matrix). Otherwise,
+        for BPR, on the GPU or with ``warm_start_iterations=0``, this is a plain ``fit``.
+        """
+        config = self.config
+        usable = (
+            config.model == "als"
+            and config.warm_start_iterations > 0
+            and not self._use_gpu()
+            and previous.config.model == "als"
+            and previous.user_factors is not None
+            and previous.item_factors is not None
+            and previous.dim == config.factors
+            and previous.users == interactions.users
+            and previous.items == interactions.items
+        )
+        if usable:
+            assert previous.user_factors is not None and previous.item_factors is not None
+            self._start_from = (previous.user_factors, previous.item_factors)
+        try:
+            return self.fit(interactions, items_df)
+        finally:
+            self._start_from = None
 
     def _use_gpu(self) -> bool:
         wanted = self.config.use_gpu
@@ -69,6 +104,7 @@ class ALSModel(EmbeddingModel[ALSConfig]):
         use_gpu = self._use_gpu()
         matrix = interactions.matrix
         self._gram = None
+        start_from, self.warm_started = self._start_from, self._start_from is not None
         # implicit's native loops run their own threads; a threaded BLAS underneath them
         # oversubscribes the cores and can make fitting an order of magnitude slower.
         with threadpool_limits(1, "blas"):
@@ -79,11 +115,15 @@ class ALSModel(EmbeddingModel[ALSConfig]):
                     regularization=config.regularization,
                     alpha=config.alpha,
                     dtype=np.float32,
-                    iterations=config.iterations,
+                    iterations=(config.warm_start_iterations if start_from else config.iterations),
                     use_gpu=use_gpu,
                     num_threads=config.num_threads,
                     random_state=config.random_state,
                 )
+                if start_from:
+                    # implicit keeps factors that are already set and iterates from them.
+                    estimator.user_factors = start_from[0].copy()
+                    estimator.item_factors = start_from[1].copy()
                 train = matrix
             else:
                 estimator = implicit.bpr.BayesianPersonalizedRanking(

@@ -34,6 +34,13 @@ class ALSConfig(_ModelConfig):
     alpha: float = Field(default=8.0, gt=0.0)
     # 30 iterations scored the same as 15 on the validation split.
     iterations: int = Field(default=15, gt=0)
+    # The nightly job fits ALS once for its quality gate (on all but each user's newest
+    # events) and then continues that fit on all events for this many iterations, instead
+    # of fitting again from random factors. Three continued iterations scored the same as 15
+    # fresh ones (NDCG@10 on each user's newest 10 %, three seeds: 0.0901 vs 0.0904 on
+    # ml-latest-small, 0.136 vs 0.134 on the demo world). 0 always fits from scratch. ALS on
+    # the CPU only: BPR and GPU fits start from scratch.
+    warm_start_iterations: int = Field(default=3, ge=0)
     # BPR's SGD step; ignored by ALS.
     learning_rate: float = Field(default=0.01, gt=0.0)
     # "auto" uses the CUDA build of implicit when it is importable and sees a device.

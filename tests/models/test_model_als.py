@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 from model_fixtures import Blocks, cosine
 
+from recsys.dataset import IdMap, InteractionData
 from recsys.models import als as als_module
 from recsys.models.als import ALSModel
 from recsys.models.base import EmbeddingModel
@@ -156,3 +157,43 @@ def test_blas_is_limited_to_one_thread_during_fit(
     monkeypatch.setattr(cpu_als.AlternatingLeastSquares, "fit", spy)
     ALSModel(ALSConfig(factors=2, iterations=1, use_gpu=False)).fit(blocks.interactions)
     assert seen and set(seen) == {1}
+
+
+def _als(**overrides: Any) -> ALSModel:
+    config = ALSConfig(factors=8, regularization=1.0, iterations=10, use_gpu=False, num_threads=1)
+    return ALSModel(config.model_copy(update=overrides))
+
+
+def test_fit_from_continues_from_the_previous_factors(blocks: Blocks) -> None:
+    converged = _als().fit(blocks.interactions)
+    continued = _als(warm_start_iterations=1).fit_from(converged, blocks.interactions)
+    one_fresh = _als(iterations=1).fit(blocks.interactions)
+    assert continued.warm_started and not one_fresh.warm_started
+
+    def distance(model: ALSModel) -> float:
+        return float(np.abs(model.item_factors - converged.item_factors).max())
+
+    # One more iteration from converged factors barely moves them; one from random does.
+    assert distance(continued) < 0.1 * distance(one_fresh)
+    scores = continued.score(np.arange(len(blocks.interactions.users)))
+    for user in range(scores.shape[0]):
+        assert scores[user, blocks.held_out[user]] > scores[user, blocks.other_block(user)].max()
+
+
+def test_fit_from_fits_afresh_when_it_cannot_continue(blocks: Blocks) -> None:
+    data = blocks.interactions
+    fresh = _als().fit(data)
+    other_users = InteractionData(
+        matrix=data.matrix[:-1], users=IdMap(data.users.external_ids[:-1]), items=data.items
+    )
+    cases = {
+        "other id maps": (_als(), _als().fit(other_users)),
+        "warm start off": (_als(warm_start_iterations=0), fresh),
+        "other factor count": (_als(), _als(factors=4).fit(data)),
+    }
+    for case, (model, previous) in cases.items():
+        model.fit_from(previous, data)
+        assert not model.warm_started, case
+        np.testing.assert_array_equal(model.item_factors, fresh.item_factors, err_msg=case)
+    bpr = ALSModel(ALSConfig(model="bpr", factors=8, iterations=5, use_gpu=False, num_threads=1))
+    assert not bpr.fit_from(fresh, data).warm_started

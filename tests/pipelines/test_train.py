@@ -40,6 +40,8 @@ def test_run_is_published_and_recorded(trained_world: TrainedWorld) -> None:
     assert set(run.timings) >= {"read", "gate", "als", "hybrid", "content", "save", "publish"}
     gate = run.metrics["gate"]
     assert gate["als"]["ndcg@10"] > gate["popularity"]["ndcg@10"]
+    # The published ALS continued from the gate's fit instead of starting again.
+    assert run.metrics["als_warm_started"] is True
     with open_vector_store(trained_world.settings) as vectors:
         assert run.version in {v.version for v in vectors.list_versions()}
     assert (trained_world.settings.artifacts_dir / run.version / "manifest.json").is_file()
