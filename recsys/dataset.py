@@ -20,15 +20,22 @@ from recsys.columns import ITEM_ID, USER_ID, WEIGHT
 IDMAP_FORMAT_VERSION = 1
 
 
-def _as_index(values: Iterable[str] | pd.Series | pd.Index | np.ndarray) -> pd.Index:
-    """An object-dtype Index without a Python-level loop over (Arrow-backed) strings."""
-    if isinstance(values, pd.Index):
-        return values if values.dtype == object else pd.Index(values.to_numpy(dtype=object))
-    if isinstance(values, pd.Series):
-        return pd.Index(values.to_numpy(dtype=object))
+def _as_index(
+    values: Iterable[str] | pd.Series | pd.Index | pd.api.extensions.ExtensionArray | np.ndarray,
+) -> pd.Index:
+    """An object-dtype Index without a Python-level loop over (Arrow-backed) strings.
+
+    The dtype is explicit because pandas 3 would infer its Arrow ``str`` dtype, whose hash
+    lookups are slower: measured at 50k ids, ``get_indexer`` of 200 ids 35 vs 13 us and
+    ``isin`` of 50k ids 402 vs 5 ms.
+    """
+    if isinstance(values, pd.Index) and values.dtype == object:
+        return values
+    if isinstance(values, pd.Index | pd.Series | pd.api.extensions.ExtensionArray):
+        return pd.Index(values.to_numpy(dtype=object), dtype=object)
     if isinstance(values, np.ndarray):
-        return pd.Index(values.astype(object, copy=False))
-    return pd.Index(np.asarray(list(values), dtype=object))
+        return pd.Index(values.astype(object, copy=False), dtype=object)
+    return pd.Index(np.asarray(list(values), dtype=object), dtype=object)
 
 
 class IdMap:

@@ -228,6 +228,52 @@ def _sqlite_file(conn: Connection) -> Path | None:
 _NULL_FLAG = "__null_{}"
 
 
+def _prefetched(reader: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``reader``'s items, read ahead on a second thread while the caller works.
+
+    The ADBC reader fills Arrow batches in C without the GIL, so reading overlaps the
+    caller's id mapping and weighting (5M events: 3.6-5.0 s -> 2.3-2.9 s of read). A reader
+    error is raised in the caller; when the caller stops early, the thread is stopped and
+    joined before returning, so the reader is never used after its connection closes.
+    """
+    import queue
+    import threading
+
+    done = object()
+    stop = threading.Event()
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pump() -> None:
+        try:
+            for item in reader:
+                if not offer(item):
+                    return
+        except BaseException as exc:  # handed to the caller, raised there
+            offer(exc)
+            return
+        offer(done)
+
+    thread = threading.Thread(target=pump, name="recsys-event-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := handoff.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _iter_sqlite_arrow(
     database: Path, columns: tuple[str, ...], condition: list[Any], chunk_rows: int
 ) -> Iterator[pd.DataFrame]:
@@ -244,7 +290,9 @@ def _iter_sqlite_arrow(
     selected: list[Any] = []
     for name in columns:
         column = events.c[name]
-        if name in _NUMERIC_COLUMNS:
+        if name in _NUMERIC_COLUMNS and not column.nullable:
+            selected.append(cast(column, Float).label(name))
+        elif name in _NUMERIC_COLUMNS:
             selected.append(func.coalesce(cast(column, Float), 0.0).label(name))
             selected.append(column.is_(None).label(_NULL_FLAG.format(name)))
         else:
@@ -256,12 +304,12 @@ def _iter_sqlite_arrow(
     with adbc_sqlite.connect(uri) as connection, connection.cursor() as cursor:
         cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_rows)})
         cursor.execute(sql)
-        for batch in cursor.fetch_record_batch():
+        for batch in _prefetched(cursor.fetch_record_batch()):
             if batch.num_rows == 0:
                 continue
             frame = batch.to_pandas()
             for name in columns:
-                if name in _NUMERIC_COLUMNS:
+                if _NULL_FLAG.format(name) in frame:
                     flag = frame.pop(_NULL_FLAG.format(name)).to_numpy(dtype=bool)
                     values = frame[name].to_numpy(dtype=np.float64, copy=True)
                     values[flag] = np.nan

@@ -224,3 +224,39 @@ def test_sqlite_bulk_read_keeps_nulls_and_types_whatever_the_first_rows_hold(tmp
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
     assert got["dwell_seconds"].isna().sum() == 3_900
     assert got["value"].iloc[-1] == 3.5
+
+
+def test_read_ahead_hands_over_items_errors_and_stops_with_its_caller() -> None:
+    import threading
+
+    from recsys.store.events import _prefetched
+
+    def reader_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "recsys-event-reader"]
+
+    assert list(_prefetched(iter(range(10)), depth=2)) == list(range(10))
+
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in _prefetched(failing()):
+            got.append(item)
+    assert got == [1]
+
+    produced = []
+
+    def endless():
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    stream = _prefetched(endless(), depth=2)
+    assert next(stream) == 0
+    stream.close()  # the caller stops early: the reading thread must end too
+    assert not reader_threads()
+    assert len(produced) <= 5  # it read at most a few items ahead, not the whole stream
