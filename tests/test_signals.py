@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.config import SignalWeights
-from recsys.signals import build_interactions, event_weights
+from recsys.signals import build_interactions, event_weights, newest_per_user
 
 W = SignalWeights()
 NOW = 1_700_000_000.0
@@ -156,3 +156,19 @@ def test_views_of_items_without_length_wait_for_the_median_of_all_chunks() -> No
     data = build_interactions([first, later], W, items=items, now=NOW)
     got = data.matrix[data.users.index_of("u1"), data.items.index_of("open")]
     assert np.isclose(got, W.view_full * 0.5, atol=1e-5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 6), st.integers(0, 9)), min_size=1, max_size=80),
+    st.floats(0.05, 0.49),
+)
+def test_newest_per_user_holds_out_each_users_newest_share(events, fraction) -> None:
+    rows = np.array([user for user, _ in events], dtype=np.int32)
+    times = np.array([float(time) for _, time in events])
+    held = newest_per_user(rows, times, fraction)
+    for user in set(rows.tolist()):
+        # The user's events oldest first; among equal times, the later one is newer.
+        mine = sorted(np.flatnonzero(rows == user), key=lambda i: (times[i], i))
+        n_held = int(np.ceil(fraction * len(mine))) if len(mine) > 1 else 0
+        assert [bool(held[i]) for i in mine] == [False] * (len(mine) - n_held) + [True] * n_held
