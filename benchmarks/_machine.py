@@ -22,19 +22,29 @@ def _cpu_model() -> str:
     except OSError:
         pass
     if sys.platform == "darwin":
-        import subprocess
-
-        try:
-            out = subprocess.run(
-                ["sysctl", "-n", "machdep.cpu.brand_string"],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            return out.stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            pass
+        brand = _command_output(["sysctl", "-n", "machdep.cpu.brand_string"])
+        if brand:
+            return brand
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _command_output(command: list[str]) -> str | None:
+    """A command's trimmed standard output, or None when it is missing or fails."""
+    import subprocess
+
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip()
+
+
+def gpu_description() -> str:
+    """The NVIDIA GPUs nvidia-smi sees (name, memory), or 'none visible'."""
+    found = _command_output(
+        ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"]
+    )
+    return found.replace("\n", "; ") if found else "none visible"
 
 
 def _cpu_counts() -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,20 +23,7 @@ import scipy.sparse as sp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._machine import describe_machine  # noqa: E402
-
-
-def gpu_name() -> str:
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "none visible"
-    return out.stdout.strip().replace("\n", "; ")
+from benchmarks._machine import describe_machine, gpu_description  # noqa: E402
 
 
 def demo_like_matrix(users: int, items: int, nnz: int, seed: int = 0) -> sp.csr_matrix:
@@ -80,7 +66,7 @@ def main() -> None:
     from recsys.models.configs import ALSConfig
 
     print(describe_machine())
-    print(f"gpu      : {gpu_name()}; implicit CUDA build usable: {cuda_available()}")
+    print(f"gpu      : {gpu_description()}; implicit CUDA build usable: {cuda_available()}")
     matrix = demo_like_matrix(args.users, args.items, args.nnz)
     data = InteractionData(
         matrix=matrix,
