@@ -64,20 +64,19 @@ class ALSModel(EmbeddingModel[ALSConfig]):
         for BPR, on the GPU or with ``warm_start_iterations=0``, this is a plain ``fit``.
         """
         config = self.config
-        usable = (
-            config.model == "als"
+        user_factors, item_factors = previous.user_factors, previous.item_factors
+        if (
+            user_factors is not None
+            and item_factors is not None
+            and config.model == "als"
             and config.warm_start_iterations > 0
             and not self._use_gpu()
             and previous.config.model == "als"
-            and previous.user_factors is not None
-            and previous.item_factors is not None
             and previous.dim == config.factors
             and previous.users == interactions.users
             and previous.items == interactions.items
-        )
-        if usable:
-            assert previous.user_factors is not None and previous.item_factors is not None
-            self._start_from = (previous.user_factors, previous.item_factors)
+        ):
+            self._start_from = (user_factors, item_factors)
         try:
             return self.fit(interactions, items_df)
         finally:
