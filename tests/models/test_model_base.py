@@ -116,7 +116,10 @@ def test_recommend_filters_negative_entries_too_and_pads() -> None:
     assert scores[0, :2].tolist() == [2.0, 0.0] and np.isneginf(scores[0, 2])
 
 
-def test_recommend_in_batches_matches_one_shot(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("threads", [1, 3])
+def test_recommend_in_batches_matches_one_shot(
+    monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
     rng = np.random.default_rng(3)
     model = fixed_model(
         rng.integers(-5, 5, (23, 4)).astype(np.float32),
@@ -126,6 +129,7 @@ def test_recommend_in_batches_matches_one_shot(monkeypatch: pytest.MonkeyPatch) 
     users = np.arange(23)
     expected = model.recommend(users, 7, filter_seen=seen)
     monkeypatch.setattr(base_module, "RECOMMEND_BATCH_USERS", 4)
+    monkeypatch.setattr(base_module, "RECOMMEND_THREADS", threads)  # blocks ranked in parallel
     actual = model.recommend(users, 7, filter_seen=seen)
     np.testing.assert_array_equal(actual[0], expected[0])
     np.testing.assert_array_equal(actual[1], expected[1])
