@@ -275,6 +275,9 @@ class EmbeddingModel(ABC, Generic[ConfigT]):
         out_scores = np.empty((len(indices), width), dtype=np.float32)
         item_t = item_factors.T
         batch = max(1, min(RECOMMEND_BATCH_USERS, RECOMMEND_BATCH_SCORES // max(n_items, 1)))
+        workers = min(RECOMMEND_THREADS, -(-len(indices) // batch))
+        # Blocks ranked at once share the memory budget of one block.
+        batch = max(1, -(-batch // max(workers, 1)))
 
         def recommend_block(start: int) -> None:
             stop = min(start + batch, len(indices))
@@ -286,7 +289,6 @@ class EmbeddingModel(ABC, Generic[ConfigT]):
             out_items[start:stop], out_scores[start:stop] = top_k(scores, width)
 
         starts = range(0, len(indices), batch)
-        workers = min(RECOMMEND_THREADS, len(starts))
         if workers > 1:
             # numpy's partition and sort release the GIL: blocks of users rank in parallel
             # (5,000 users x 14k items: 1.45 s -> 0.87 s on 2 cores). Each writes its own rows.
