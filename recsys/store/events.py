@@ -400,5 +400,12 @@ def count_events(conn: Connection) -> int:
 
 
 def event_time_range(conn: Connection) -> tuple[float | None, float | None]:
-    row = conn.execute(select(func.min(events.c.timestamp), func.max(events.c.timestamp))).one()
+    """The oldest and newest event times (None, None for an empty store).
+
+    Two scalar subqueries, because SQLite answers a lone min() or max() from the timestamp
+    index but scans the whole index for both in one SELECT (5M events: 0.6-3.6 s).
+    """
+    oldest = select(func.min(events.c.timestamp)).scalar_subquery()
+    newest = select(func.max(events.c.timestamp)).scalar_subquery()
+    row = conn.execute(select(oldest, newest)).one()
     return (row[0], row[1])

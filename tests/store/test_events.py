@@ -260,3 +260,20 @@ def test_read_ahead_hands_over_items_errors_and_stops_with_its_caller() -> None:
     stream.close()  # the caller stops early: the reading thread must end too
     assert not reader_threads()
     assert len(produced) <= 5  # it read at most a few items ahead, not the whole stream
+
+
+def test_event_time_range_is_the_oldest_and_newest_event(store: Store) -> None:
+    from recsys.store.events import event_time_range
+
+    with store.read() as conn:
+        assert event_time_range(conn) == (None, None)
+    checked = validate_events(
+        _events(500, seed=3).sample(frac=1.0, random_state=5), event_types=TYPES
+    )
+    with store.transaction() as conn:
+        insert_events(conn, checked.valid)
+    with store.read() as conn:
+        oldest, newest = event_time_range(conn)
+    assert oldest == pytest.approx(checked.valid["timestamp"].min())
+    assert newest == pytest.approx(checked.valid["timestamp"].max())
+    assert oldest < newest
