@@ -9,6 +9,8 @@ one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` on PostgreSQL. Duplicates (
 from __future__ import annotations
 
 import io
+import queue
+import threading
 import time
 from collections.abc import Generator, Iterator
 from contextlib import closing
@@ -195,15 +197,14 @@ def iter_events(
         condition.append(events.c.timestamp >= since)
     if until is not None:
         condition.append(events.c.timestamp < until)
-    if conn.dialect.name == "postgresql":
-        yield from _iter_postgres_arrow(conn, columns, condition)
-        return
     database = _sqlite_file(conn)
     if database is not None:
-        yield from _iter_sqlite_arrow(database, columns, condition, chunk_rows)
+        yield from _iter_sqlite_arrow(conn, database, columns, condition, chunk_rows)
         return
-    query = select(*[events.c[name] for name in columns]).where(*condition)
-    sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    sql = _literal_sql(select(*[events.c[name] for name in columns]).where(*condition), conn)
+    if conn.dialect.name == "postgresql":
+        yield from _iter_postgres_arrow(conn, sql)
+        return
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql)
@@ -226,7 +227,13 @@ def _sqlite_file(conn: Connection) -> Path | None:
     return Path(database).resolve()
 
 
-_NULL_FLAG = "__null_{}"
+def _literal_sql(query: Any, conn: Connection) -> str:
+    """``query`` as SQL text with its values inlined, for a driver outside SQLAlchemy."""
+    return str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+
+
+# Prefix of the IS NULL flag that travels beside a nullable number (see _iter_sqlite_arrow).
+_NULL_PREFIX = "__null_"
 
 
 def _prefetched(reader: Iterator[Any], depth: int = 2) -> Generator[Any, None, None]:
@@ -237,9 +244,6 @@ def _prefetched(reader: Iterator[Any], depth: int = 2) -> Generator[Any, None, N
     error is raised in the caller; when the caller stops early, the thread is stopped and
     joined before returning, so the reader is never used after its connection closes.
     """
-    import queue
-    import threading
-
     done = object()
     stop = threading.Event()
     handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
@@ -276,16 +280,15 @@ def _prefetched(reader: Iterator[Any], depth: int = 2) -> Generator[Any, None, N
 
 
 def _arrow_frames(batches: Iterator[pa.RecordBatch]) -> Iterator[pd.DataFrame]:
-    """Frames of Arrow batches read ahead on a second thread; a ``_NULL_FLAG`` column (see
-    ``_iter_sqlite_arrow``) turns its value column's flagged rows into NaN."""
-    prefix = _NULL_FLAG.format("")
+    """Frames of Arrow batches read ahead on a second thread; a ``_NULL_PREFIX`` flag column
+    (see ``_iter_sqlite_arrow``) turns its value column's flagged rows into NaN."""
     with closing(_prefetched(batches)) as ahead:
         for batch in ahead:
             if batch.num_rows == 0:
                 continue
             frame = batch.to_pandas()
-            for flag_column in [c for c in frame.columns if c.startswith(prefix)]:
-                name = flag_column[len(prefix) :]
+            for flag_column in [c for c in frame.columns if c.startswith(_NULL_PREFIX)]:
+                name = flag_column[len(_NULL_PREFIX) :]
                 flag = frame.pop(flag_column).to_numpy(dtype=bool)
                 values = frame[name].to_numpy(dtype=np.float64, copy=True)
                 values[flag] = np.nan
@@ -293,15 +296,11 @@ def _arrow_frames(batches: Iterator[pa.RecordBatch]) -> Iterator[pd.DataFrame]:
             yield frame
 
 
-def _iter_postgres_arrow(
-    conn: Connection, columns: tuple[str, ...], condition: list[Any]
-) -> Iterator[pd.DataFrame]:
-    """Events read by the ADBC PostgreSQL driver on its own connection (one statement, so
-    one consistent snapshot), in batches of about 16 MB."""
+def _iter_postgres_arrow(conn: Connection, sql: str) -> Iterator[pd.DataFrame]:
+    """``sql``'s rows read by the ADBC PostgreSQL driver on its own connection (one
+    statement, so one consistent snapshot), in batches of about 16 MB."""
     import adbc_driver_postgresql.dbapi as adbc_postgresql
 
-    query = select(*[events.c[name] for name in columns]).where(*condition)
-    sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     # libpq takes the same URL without SQLAlchemy's driver suffix (+psycopg).
     uri = conn.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     with adbc_postgresql.connect(uri) as connection, connection.cursor() as cursor:
@@ -310,7 +309,11 @@ def _iter_postgres_arrow(
 
 
 def _iter_sqlite_arrow(
-    database: Path, columns: tuple[str, ...], condition: list[Any], chunk_rows: int
+    conn: Connection,
+    database: Path,
+    columns: tuple[str, ...],
+    condition: list[Any],
+    chunk_rows: int,
 ) -> Iterator[pd.DataFrame]:
     """Events read by the ADBC SQLite driver, in Arrow batches.
 
@@ -320,7 +323,6 @@ def _iter_sqlite_arrow(
     """
     import adbc_driver_sqlite.dbapi as adbc_sqlite
     from sqlalchemy import Float, Text, cast
-    from sqlalchemy.dialects import sqlite
 
     selected: list[Any] = []
     for name in columns:
@@ -329,11 +331,10 @@ def _iter_sqlite_arrow(
             selected.append(cast(column, Float).label(name))
         elif name in _NUMERIC_COLUMNS:
             selected.append(func.coalesce(cast(column, Float), 0.0).label(name))
-            selected.append(column.is_(None).label(_NULL_FLAG.format(name)))
+            selected.append(column.is_(None).label(_NULL_PREFIX + name))
         else:
             selected.append(cast(column, Text).label(name))
-    query = select(*selected).where(*condition)
-    sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    sql = _literal_sql(select(*selected).where(*condition), conn)
     # Read-only: the nightly read can never write to (or create) the store.
     uri = f"{database.as_uri()}?mode=ro"
     with adbc_sqlite.connect(uri) as connection, connection.cursor() as cursor:
