@@ -285,6 +285,9 @@ class Recommender:
         with self._swap_lock:
             if self._state is not None and self._state.version == live:
                 return False
+            # Items upserted from here on may land in the current state only: they are
+            # indexed into the new one after the swap (see _catch_up_items).
+            loading_since = time.time()
             # Going back to the version served just before (a rollback): its state is still
             # open, kept for requests in flight, and an embedded shard opens once per process,
             # so take that state back instead of opening the version a second time.
@@ -292,9 +295,10 @@ class Recommender:
             try:
                 if reclaimed is not None:
                     state = reclaimed
-                    self._catch_up_items(state)
+                    missed_since = reclaimed.retired_at or loading_since
                 else:
                     state = self._load_state(live)
+                    missed_since = loading_since
             except Exception as exc:
                 self._index_error = f"{type(exc).__name__}: {exc}"
                 log.exception("could not load model version %s; keeping the current one", live)
@@ -302,6 +306,7 @@ class Recommender:
             previous, self._state = self._state, state
             state.retired_at = None
             self._index_error = None
+            self._catch_up_items(state, missed_since)
             # Requests in flight may still hold the previous state; close it one swap later.
             for old in self._retired:
                 if old is not reclaimed:
@@ -312,17 +317,27 @@ class Recommender:
             log.info("serving model version %s", live)
             return True
 
-    def _catch_up_items(self, state: ServingState) -> None:
-        """Index the items upserted while ``state`` was retired (they went to the other
-        version's index only)."""
-        if state.retired_at is None:
-            return
-        with self.store.read() as conn:
-            # A second of overlap: an upsert racing the swap is indexed twice, never missed.
-            changed = load_items(conn, updated_since=state.retired_at - 1.0)
-        if not changed.empty:
-            with state.lock:
-                self._index_items(state, changed)
+    def _catch_up_items(self, state: ServingState, since: float) -> None:
+        """Index into ``state``, which has just gone live, the items upserted since
+        ``since``: while it was retired, or while it loaded. Those went to the previous
+        state only.
+
+        Runs after the swap: an upsert commits before it picks the state to index into, so
+        one that picked the previous state committed before this read and is found here.
+        """
+        try:
+            with self.store.read() as conn:
+                # A second of overlap: an upsert racing the swap is indexed twice, never missed.
+                changed = load_items(conn, updated_since=since - 1.0)
+            if not changed.empty:
+                with state.lock:
+                    self._index_items(state, changed)
+        except Exception:
+            log.exception(
+                "could not index the items upserted during the swap to %s; they are stored "
+                "and go live with the next version or a re-upsert",
+                state.version,
+            )
 
     def _load_state(self, version: str) -> ServingState:
         directory = self.settings.artifacts_dir / version
@@ -386,15 +401,19 @@ class Recommender:
             ids=ids,
             index={item_id: row for row, item_id in enumerate(ids)},
             titles=items["title"].fillna("").astype(str).tolist(),
-            categories=items["category"].to_numpy(dtype=object)
+            # Copies: an item update writes into these arrays, and under pandas' copy-on-write
+            # ``to_numpy`` hands out read-only views of the frame.
+            categories=items["category"].to_numpy(dtype=object, copy=True)
             if "category" in items
             else np.full(len(ids), None),
             tags=[list(t) if isinstance(t, list) else [] for t in items["tags"]],
-            created_at=pd.to_numeric(items.get("created_at"), errors="coerce").to_numpy(np.float64)
+            created_at=pd.to_numeric(items.get("created_at"), errors="coerce").to_numpy(
+                np.float64, copy=True
+            )
             if "created_at" in items
             else np.full(len(ids), np.nan),
             durations=pd.to_numeric(items.get("duration_seconds"), errors="coerce").to_numpy(
-                np.float64
+                np.float64, copy=True
             )
             if "duration_seconds" in items
             else np.full(len(ids), np.nan),
@@ -992,11 +1011,23 @@ class Recommender:
             }
             for item_id, row in zip(ids, items.to_dict("records"), strict=True)
         ]
-        known_als = als_columns is not None and bool((als_columns >= 0).all())
-        vectors: dict[str, np.ndarray] = {"content": content, "hybrid": hybrid}
-        if known_als and state.als.item_factors is not None and als_columns is not None:
-            vectors["als"] = state.als.item_factors[als_columns]
-        state.index.upsert_items(ids, vectors, payloads)
+        # A point is replaced whole: items the ALS model knows keep their behavioural vector,
+        # the others (new since training) have none yet. One upsert for each kind.
+        known_als = (
+            als_columns >= 0
+            if als_columns is not None and state.als.item_factors is not None
+            else np.zeros(len(ids), dtype=bool)
+        )
+        for part in (np.flatnonzero(known_als), np.flatnonzero(~known_als)):
+            if not len(part):
+                continue
+            vectors: dict[str, np.ndarray] = {"content": content[part], "hybrid": hybrid[part]}
+            if known_als[part[0]]:
+                assert als_columns is not None and state.als.item_factors is not None
+                vectors["als"] = state.als.item_factors[als_columns[part]]
+            state.index.upsert_items(
+                [ids[i] for i in part], vectors, [payloads[i] for i in part]
+            )
         self._extend_catalogue(catalogue, items, content, state)
 
     @staticmethod

@@ -303,3 +303,57 @@ def test_popular_fallback_skips_excluded_items_and_honours_filters(
     jazz = recommender._popular(catalogue, 5, excluded, FeedFilters(categories=["jazz"]))
     assert len(jazz) == 5 and not excluded & {h.item_id for h in jazz}
     assert all(catalogue.categories[catalogue.index[h.item_id]] == "jazz" for h in jazz)
+
+
+def test_updating_trained_items_in_a_batch_with_a_new_one(trained_world: TrainedWorld) -> None:
+    # Regression: a freshly loaded catalogue held read-only arrays (pandas copy-on-write), so
+    # any update of an existing item failed; and a batch mixing a trained item with a new one
+    # replaced the trained item's point without its ALS vector.
+    recommender = Recommender.open(trained_world.store, trained_world.settings)
+    try:
+        trained = trained_world.items.iloc[11].to_dict()
+        updated = {**trained, "title": "Retitled", "tags": [*trained["tags"], "updated-tag"]}
+        arrival = {**trained, "item_id": "arrived-with-an-update", "created_at": 1.9e9}
+        checked = validate_items(pd.DataFrame([updated, arrival]))
+        assert recommender.upsert_items(checked.valid) == (1, 1)
+        state = recommender._state
+        assert state is not None
+        stored = state.index.get_items([trained["item_id"]])[trained["item_id"]]
+        assert "updated-tag" in stored["tags"]
+        assert set(state.index.get_item_vectors([trained["item_id"]], "als")) == {
+            trained["item_id"]
+        }
+        assert state.index.get_item_vectors(["arrived-with-an-update"], "als") == {}
+        row = state.catalogue.index[trained["item_id"]]
+        assert state.catalogue.titles[row] == "Retitled"
+        assert "updated-tag" in state.catalogue.tags[row]
+        behavioural = recommender.similar(trained["item_id"], kind="behavioural", limit=5)
+        assert len(behavioural) == 5
+    finally:
+        recommender.close()
+
+
+def test_an_item_upserted_while_a_version_loads_reaches_that_version(
+    trained_world: TrainedWorld, monkeypatch
+) -> None:
+    from pipelines.train import train
+
+    recommender = Recommender.open(trained_world.store, trained_world.settings)
+    try:
+        train(trained_world.store, trained_world.settings, force=True)
+        anchor = trained_world.items.loc[trained_world.items["category"] == "jazz"].iloc[1]
+        racing = {**anchor.to_dict(), "item_id": "upserted-during-the-load", "created_at": 1.9e9}
+        load_state = recommender._load_state
+
+        def load_while_an_item_arrives(version: str):
+            state = load_state(version)
+            # Stored and indexed into the state still serving, as a request would do.
+            recommender.upsert_items(validate_items(pd.DataFrame([racing])).valid)
+            return state
+
+        monkeypatch.setattr(recommender, "_load_state", load_while_an_item_arrives)
+        assert recommender.refresh() is True
+        similar = recommender.similar(anchor["item_id"], kind="content", limit=10)
+        assert "upserted-during-the-load" in [i.item_id for i in similar]
+    finally:
+        recommender.close()
