@@ -1025,9 +1025,7 @@ class Recommender:
             if known_als[part[0]]:
                 assert als_columns is not None and state.als.item_factors is not None
                 vectors["als"] = state.als.item_factors[als_columns[part]]
-            state.index.upsert_items(
-                [ids[i] for i in part], vectors, [payloads[i] for i in part]
-            )
+            state.index.upsert_items([ids[i] for i in part], vectors, [payloads[i] for i in part])
         self._extend_catalogue(catalogue, items, content, state)
 
     @staticmethod
