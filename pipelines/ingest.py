@@ -198,8 +198,10 @@ def _has_lone_surrogate(value: object) -> bool:
 
 def _records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     # An explicit index keeps one row per record: from_records makes no rows at all of
-    # records without keys ("{}"), and those rows must be rejected, not lost.
-    return pd.DataFrame.from_records(records, index=pd.RangeIndex(len(records)))
+    # records without keys ("{}"), and those rows must be rejected, not lost. Object
+    # columns keep each value as parsed: inferred dtypes turn integer ids into floats as soon
+    # as one record lacks the field (5 -> "5.0", and ids past 2**53 merge).
+    return pd.DataFrame(records, index=pd.RangeIndex(len(records)), dtype=object)
 
 
 def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
@@ -208,7 +210,8 @@ def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     parquet = pq.ParquetFile(path)
     first = 1
     for batch in parquet.iter_batches(batch_size=chunk_rows):
-        frame = batch.to_pandas()
+        # Integer columns with nulls stay integers (as objects) instead of becoming floats.
+        frame = batch.to_pandas(integer_object_nulls=True)
         yield Chunk(frame, np.arange(first, first + len(frame)), bytes_read=len(frame))
         first += len(frame)
 

@@ -21,3 +21,6 @@ ITEM_COLUMNS = (
     "duration_seconds",
 )
 EVENT_COLUMNS = (EVENT_ID, USER_ID, ITEM_ID, TYPE, TIMESTAMP, DWELL, VALUE)
+
+# Width of the events table's type column: a custom event type name may not exceed it.
+MAX_EVENT_TYPE_LENGTH = 64

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from recsys.columns import MAX_EVENT_TYPE_LENGTH
 from recsys.models.configs import ALSConfig, ContentConfig, HybridConfig
 
 BUILTIN_EVENT_TYPES = ("like", "dislike", "skip", "view", "rating", "play")
@@ -178,10 +179,25 @@ class Settings(BaseSettings):
     @field_validator("custom_event_types")
     @classmethod
     def _no_builtin_override(cls, value: dict[str, float]) -> dict[str, float]:
-        clash = set(value) & set(BUILTIN_EVENT_TYPES)
+        # Incoming types are matched stripped and lower-cased, and stored in a 64-character
+        # column: a name that cannot match, or cannot be stored, is a configuration error.
+        normalised: dict[str, float] = {}
+        for name, weight in value.items():
+            key = name.strip().lower()
+            if not key:
+                raise ValueError("custom event type names may not be empty")
+            if len(key) > MAX_EVENT_TYPE_LENGTH:
+                raise ValueError(
+                    f"custom event type {key[:20]!r}... is longer than "
+                    f"{MAX_EVENT_TYPE_LENGTH} characters"
+                )
+            if key in normalised:
+                raise ValueError(f"custom event type {key!r} is given twice")
+            normalised[key] = weight
+        clash = set(normalised) & set(BUILTIN_EVENT_TYPES)
         if clash:
             raise ValueError(f"custom event types may not redefine built-ins: {sorted(clash)}")
-        return value
+        return normalised
 
     @property
     def event_types(self) -> frozenset[str]:

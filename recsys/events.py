@@ -21,6 +21,10 @@ from recsys.store.schema import MAX_ID_LENGTH
 MIN_TIMESTAMP = 0.0
 MAX_TIMESTAMP = 4_102_444_800.0  # 2100-01-01
 
+# Largest dwell or |value| accepted: far above any real rating, play count or dwell (31
+# years), far below what overflows a signal weight.
+MAX_MAGNITUDE = 1e9
+
 REJECT_COLUMNS = ("row", "field", "reason")
 
 
@@ -43,10 +47,23 @@ def derive_event_ids(
     micros = np.round(timestamps.to_numpy(np.float64) * 1e6).astype(np.int64)
     keys = zip(user_ids.tolist(), item_ids.tolist(), types.tolist(), micros.tolist(), strict=True)
     ids = [
-        hashlib.blake2b(f"{u}\x1f{i}\x1f{t}\x1f{m}".encode(), digest_size=16).hexdigest()
+        hashlib.blake2b(_event_key(u, i, t, m).encode(), digest_size=16).hexdigest()
         for u, i, t, m in keys
     ]
     return pd.Series(ids, index=user_ids.index, dtype=object)
+
+
+def _event_key(user_id: str, item_id: str, event_type: str, micros: int) -> str:
+    """The text hashed into an event id: the fields joined by U+001F.
+
+    Ids may hold U+001F themselves, and then ("a<US>b", "c") would join like ("a", "b<US>c").
+    Such keys are spelled with lengths instead, after a NUL, which no id can start with: ids
+    without the separator keep the key (and so the id) they always had.
+    """
+    if "\x1f" in user_id or "\x1f" in item_id or "\x1f" in event_type:
+        parts = (user_id, item_id, event_type)
+        return "\x00" + "".join(f"{len(part)}:{part}" for part in parts) + str(micros)
+    return f"{user_id}\x1f{item_id}\x1f{event_type}\x1f{micros}"
 
 
 def parse_timestamps(raw: pd.Series) -> pd.Series:
@@ -54,22 +71,46 @@ def parse_timestamps(raw: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(raw.dtype):
         return raw.astype(np.float64)
     if pd.api.types.is_datetime64_any_dtype(raw.dtype):
-        as_utc = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
-        return (as_utc - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+        return _epoch_seconds(raw)
     numeric = pd.to_numeric(raw, errors="coerce").astype(np.float64)
     text_rows = numeric.isna() & raw.notna()
     if text_rows.any():
-        parsed = pd.to_datetime(
-            raw[text_rows].astype(str), utc=True, errors="coerce", format="ISO8601"
-        )
-        numeric[text_rows] = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+        text = raw[text_rows].astype(str)
+        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+        # pandas reads "now" and "today" as the clock: not a time the event happened at,
+        # and a different one on every resend.
+        relative = text.str.strip().str.lower().isin(("now", "today"))
+        numeric[text_rows] = _epoch_seconds(parsed).where(~relative)
     return numeric
+
+
+def _epoch_seconds(moments: pd.Series) -> pd.Series:
+    """Datetimes (naive ones taken as UTC) as float unix seconds, NaN for NaT.
+
+    Counted in microseconds: a date such as 9999-12-31 parses (pandas picks a coarser
+    unit), but overflows the nanoseconds that subtracting a Timestamp converts to. The
+    range check then rejects it.
+    """
+    naive = moments.dt.tz_convert("UTC").dt.tz_localize(None) if moments.dt.tz else moments
+    micros = naive.to_numpy(dtype="datetime64[us]")
+    seconds = micros.astype(np.int64) / 1e6
+    return pd.Series(np.where(np.isnat(micros), np.nan, seconds), index=moments.index)
 
 
 def _as_id(raw: pd.Series) -> pd.Series:
     """Ids as literal text; missing stays missing (never the string 'nan')."""
-    out = raw.astype(object)
     missing = raw.isna()
+    if pd.api.types.is_float_dtype(raw.dtype):
+        # pandas makes an integer id column with a gap float: 5.0 is still the id "5".
+        raw = pd.Series(
+            [
+                None if m else str(int(v)) if float(v).is_integer() else str(v)
+                for v, m in zip(raw.tolist(), missing.tolist(), strict=True)
+            ],
+            index=raw.index,
+            dtype=object,
+        )
+    out = raw.astype(object)
     if not missing.all():
         out = out.where(missing, out.astype(str))
     return out
@@ -85,7 +126,16 @@ def _numeric(frame: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
         return raw.astype(np.float64), pd.Series(False, index=frame.index)
     blank = raw.isna() | (raw.astype(str).str.strip() == "")
     values = pd.to_numeric(raw.where(~blank), errors="coerce").astype(np.float64)
-    return values, values.isna() & ~blank
+    return values, (values.isna() & ~blank) | _booleans(raw)
+
+
+def _booleans(raw: pd.Series) -> pd.Series:
+    """Where a value is a boolean: JSON ``true`` would otherwise pass as the number 1."""
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        return raw.notna()
+    if raw.dtype != object:
+        return pd.Series(False, index=raw.index)
+    return raw.map(lambda v: isinstance(v, bool | np.bool_)).astype(bool)
 
 
 def validate_events(
@@ -94,12 +144,18 @@ def validate_events(
     event_types: Collection[str],
     default_timestamp: float | None = None,
     row_numbers: pd.Series | np.ndarray | None = None,
+    idempotency_key: str | None = None,
 ) -> ValidatedEvents:
     """Check each row against the event rules and return canonical valid rows and rejects.
 
     ``default_timestamp`` fills a missing timestamp (the API's "now"); without it a missing
     timestamp is an error (a log line without a time is not a log line).
     ``row_numbers`` labels rejects (file line numbers, or batch indices).
+
+    An event with neither an id nor a timestamp cannot be told from a repeat of itself: its
+    id is derived from ``idempotency_key`` (the client's name for this batch) and its row
+    number when one is given, so a resent batch is recognised; without a key, from the
+    "now" it was stamped with, so every send counts.
     """
     n = len(frame)
     index = frame.index
@@ -137,6 +193,7 @@ def validate_events(
     reject(~known, TYPE, "unknown event type")
 
     raw_ts = column_or_missing(TIMESTAMP)
+    reject(_booleans(raw_ts), TIMESTAMP, "timestamp is a boolean (ISO 8601 or unix seconds)")
     ts_missing = raw_ts.isna() | (raw_ts.astype(str).str.strip() == "")
     timestamps = parse_timestamps(raw_ts.where(~ts_missing))
     if default_timestamp is not None:
@@ -157,6 +214,9 @@ def validate_events(
     reject(~np.isfinite(dwell) & dwell.notna(), DWELL, "dwell_seconds must be finite")
     reject(~np.isfinite(value) & value.notna(), VALUE, "value must be finite")
     reject(dwell < 0, DWELL, "negative dwell_seconds")
+    # Finite is not enough: a rating of 1e308 makes that user's weights infinite.
+    reject(dwell > MAX_MAGNITUDE, DWELL, f"dwell_seconds above {MAX_MAGNITUDE:.0e}")
+    reject(value.abs() > MAX_MAGNITUDE, VALUE, f"value beyond +-{MAX_MAGNITUDE:.0e}")
     reject((types == "view") & dwell.isna(), DWELL, "view without dwell_seconds")
     reject((types == "rating") & value.isna(), VALUE, "rating without value")
     reject((types == "play") & (value < 0), VALUE, "negative play count")
@@ -191,6 +251,23 @@ def validate_events(
             ~unnamed,
             derive_event_ids(derived[USER_ID], derived[ITEM_ID], derived[TYPE], derived[TIMESTAMP]),
         )
+        keyed = unnamed & ts_missing[ok]
+        if idempotency_key is not None and keyed.any():
+            stamped = valid[keyed]
+            event_ids[keyed] = [
+                hashlib.blake2b(
+                    f"\x00key{len(idempotency_key)}:{idempotency_key}#{row}:"
+                    f"{_event_key(u, i, t, 0)}".encode(),
+                    digest_size=16,
+                ).hexdigest()
+                for row, u, i, t in zip(
+                    rows[ok][keyed.to_numpy()].tolist(),
+                    stamped[USER_ID].tolist(),
+                    stamped[ITEM_ID].tolist(),
+                    stamped[TYPE].tolist(),
+                    strict=True,
+                )
+            ]
     valid.insert(0, EVENT_ID, event_ids)
     valid = valid[list(EVENT_COLUMNS)].reset_index(drop=True)
     rejects = pd.DataFrame(

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import anyio
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
@@ -271,11 +271,27 @@ def get_similar(
     tags=["events"],
     summary="Record interactions",
 )
-def post_events(request: Request, batch: EventsIn) -> EventsOut:
+def post_events(
+    request: Request,
+    batch: EventsIn,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="The client's name for this batch, the same on every resend. Needed "
+            "only for events sent with neither `event_id` nor `timestamp`: those are "
+            "recognised on a resend by this key and their place in the batch.",
+        ),
+    ] = None,
+) -> EventsOut:
     """All or nothing: if any event is invalid, the response is a 422 listing each bad event
     by `index` and nothing is stored. On a 2xx every event is durable in the store, and the
-    next feed request already reflects it. Idempotent: a retried batch is counted as
-    duplicates."""
+    next feed request already reflects it. Idempotent: a resent event with the same
+    `event_id`, or the same user, item, type and `timestamp`, is counted as a duplicate; an
+    event with neither is stamped "now", and is recognised on a resend only through the
+    `Idempotency-Key` header."""
     recommender = _recommender(request)
     settings: Settings = request.app.state.settings
     frame = _frame([event.model_dump() for event in batch.events], EVENT_COLUMNS)
@@ -284,6 +300,7 @@ def post_events(request: Request, batch: EventsIn) -> EventsOut:
         event_types=settings.event_types,
         default_timestamp=time.time(),
         row_numbers=np.arange(len(frame)),
+        idempotency_key=idempotency_key,
     )
     if len(checked.rejects):
         raise BatchInvalid("event", len(frame), _reject_errors(checked.rejects))

@@ -147,7 +147,8 @@ class EventIn(_Model):
         default=None,
         description=(
             "Your id for the event. Without one, an id is derived from "
-            "(user_id, item_id, type, timestamp), so a retried batch is not counted twice."
+            "(user_id, item_id, type, timestamp), so a retried batch is not counted twice. "
+            "With neither an id nor a timestamp, send an Idempotency-Key header for that."
         ),
     )
     user_id: Id

@@ -65,6 +65,13 @@ def validate_items(
         values = get(name)
         has_nul = values.notna() & values.astype(str).str.contains("\x00", regex=False)
         reject(has_nul, name, f"{name} contains a NUL character")
+    # The column is as wide as an id: PostgreSQL would refuse a longer one for the whole chunk.
+    category_text = get("category").astype(str)
+    reject(
+        get("category").notna() & (category_text.str.len() > MAX_ID_LENGTH),
+        "category",
+        f"category longer than {MAX_ID_LENGTH}",
+    )
     created_raw = get("created_at")
     created_missing = created_raw.isna() | (created_raw.astype(str).str.strip() == "")
     created = parse_timestamps(created_raw.where(~created_missing))
@@ -76,6 +83,7 @@ def validate_items(
         duration.isna() & ~duration_missing, "duration_seconds", "duration_seconds is not a number"
     )
     reject(duration < 0, "duration_seconds", "negative duration_seconds")
+    reject(np.isinf(duration), "duration_seconds", "duration_seconds must be finite")
 
     ok = reason.isna()
     text_of = lambda name: get(name).astype(object).where(get(name).notna(), "").astype(str)  # noqa: E731

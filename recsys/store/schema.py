@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, Column, Float, Index, MetaData, String, Table, Text
 
+from recsys.columns import MAX_EVENT_TYPE_LENGTH
+
 # Ids are user-supplied text; 512 characters leaves room for URLs and composite keys while
 # staying inside PostgreSQL's btree row limit.
 MAX_ID_LENGTH = 512
@@ -50,7 +52,7 @@ events = Table(
     Column("event_id", String(MAX_ID_LENGTH), primary_key=True),
     Column("user_id", String(MAX_ID_LENGTH), nullable=False),
     Column("item_id", String(MAX_ID_LENGTH), nullable=False),
-    Column("type", String(64), nullable=False),
+    Column("type", String(MAX_EVENT_TYPE_LENGTH), nullable=False),
     Column("timestamp", Float(precision=53), nullable=False),
     Column("dwell_seconds", Float(precision=53), nullable=True),
     Column("value", Float(precision=53), nullable=True),

@@ -147,6 +147,26 @@ def test_events_are_idempotent(api: TestClient, world: World) -> None:
         assert len(user_events(conn, "idem-user", limit=10)) == 2
 
 
+def test_events_without_id_or_timestamp_are_idempotent_by_key(
+    api: TestClient, world: World
+) -> None:
+    user = "idem-key-user"
+    events = [{"user_id": user, "item_id": "i-1", "type": "play"}] * 2
+    keyed = {"Idempotency-Key": "batch-0001"}
+    first = api.post("/v1/events", json={"events": events}, headers=keyed)
+    assert first.json() == {"accepted": 2, "duplicates": 0}
+    resent = api.post("/v1/events", json={"events": events}, headers=keyed)
+    assert resent.json() == {"accepted": 0, "duplicates": 2}
+    # Without the key the same plays are new plays, stamped now.
+    unkeyed = api.post("/v1/events", json={"events": events[:1]})
+    assert unkeyed.json() == {"accepted": 1, "duplicates": 0}
+    with world.store.read() as conn:
+        assert len(user_events(conn, user, limit=10)) == 3
+    empty_key = api.post("/v1/events", json={"events": events}, headers={"Idempotency-Key": ""})
+    assert empty_key.status_code == 422
+    assert "Idempotency-Key" in empty_key.text
+
+
 def test_invalid_batch_stores_nothing(api: TestClient, world: World) -> None:
     with world.store.read() as conn:
         before = count_events(conn)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from pipelines.ingest import import_file
@@ -15,6 +16,7 @@ from recsys.config import Settings
 from recsys.store import Store
 from recsys.store.catalog import load_items
 from recsys.store.events import count_events, iter_events
+from recsys.store.schema import events
 
 GOOD = [
     {"user_id": "u1", "item_id": "i1", "type": "like", "timestamp": "2024-03-01T10:00:00Z"},
@@ -225,3 +227,36 @@ def test_a_failed_write_stops_the_import_and_keeps_the_chunks_before_it(
     assert calls == [2, 2, 2]
     with store.read() as conn:
         assert count_events(conn) == 4
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_integer_ids_stay_integers_when_some_rows_lack_them(
+    tmp_path: Path, store: Store, settings: Settings, suffix: str
+) -> None:
+    # Regression: one record without an id made pandas read the whole column as floats, so
+    # the event id 5 became "5.0" (another id than in a chunk without gaps: stored twice on
+    # re-import) and user ids past 2**53 merged into one.
+    big = 12_345_678_901_234_567
+    records = [
+        {"event_id": 5, "user_id": big, "item_id": 7, "type": "like", "timestamp": 1709287200},
+        {"event_id": 6, "user_id": big + 1, "item_id": 7, "type": "like", "timestamp": 1709287201},
+        {"user_id": 3, "item_id": 8, "type": "like", "timestamp": 1709287202},
+        {"event_id": 9, "item_id": 8, "type": "like", "timestamp": 1709287203},  # no user
+    ]
+    path = tmp_path / f"events{suffix}"
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = {name: [r.get(name) for r in records] for name in FIELDS[:5]}
+        pq.write_table(pa.table(columns), path)
+    summary = import_file(store, settings, "events", path)
+    assert (summary.inserted, summary.rejected) == (3, 1)
+    with store.read() as conn:
+        stored = pd.DataFrame(conn.execute(select(events.c.event_id, events.c.user_id)).all())
+    assert sorted(stored["user_id"]) == sorted([str(big), str(big + 1), "3"])
+    assert {"5", "6"} <= set(stored["event_id"])
+    again = import_file(store, settings, "events", path)
+    assert (again.inserted, again.duplicates) == (0, 3)

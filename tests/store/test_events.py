@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -277,3 +279,114 @@ def test_event_time_range_is_the_oldest_and_newest_event(store: Store) -> None:
     assert oldest == pytest.approx(checked.valid["timestamp"].min())
     assert newest == pytest.approx(checked.valid["timestamp"].max())
     assert oldest < newest
+
+
+def test_dates_out_of_pandas_range_are_rejected_not_a_crash() -> None:
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c", "d"],
+            "item_id": ["i"] * 4,
+            "type": ["like"] * 4,
+            "timestamp": ["9999-12-31T23:59:59", "0001-01-01", "now", "2024-03-01T10:00:00Z"],
+        }
+    )
+    checked = validate_events(frame, event_types=TYPES)
+    assert checked.valid["user_id"].tolist() == ["d"]
+    assert checked.rejects["reason"].tolist() == [
+        "timestamp out of range (expected unix seconds between 1970 and 2100)",
+        "timestamp out of range (expected unix seconds between 1970 and 2100)",
+        "unparsable timestamp (ISO 8601 or unix seconds)",
+    ]
+
+
+def test_booleans_and_huge_numbers_are_rejected() -> None:
+    # As JSON Lines gives them: object columns mixing numbers and booleans.
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c", "d", "e"],
+            "item_id": ["i"] * 5,
+            "type": ["like", "rating", "rating", "view", "rating"],
+            "timestamp": [True, 1.7e9, 1.7e9, 1.7e9, 1.7e9],
+            "value": [None, True, 1e308, None, 4.5],
+            "dwell_seconds": [None, None, None, 2e9, None],
+        },
+        dtype=object,
+    )
+    checked = validate_events(frame, event_types=TYPES)
+    assert checked.valid["user_id"].tolist() == ["e"]
+    assert checked.rejects[["row", "field"]].values.tolist() == [
+        [0, "timestamp"],
+        [1, "value"],
+        [2, "value"],
+        [3, "dwell_seconds"],
+    ]
+
+
+def test_float_id_columns_keep_integer_ids() -> None:
+    frame = pd.DataFrame(
+        {
+            "user_id": [5.0, 7.0, np.nan],
+            "item_id": [1.5, 2.0, 3.0],
+            "type": ["like"] * 3,
+            "timestamp": [1.7e9] * 3,
+        }
+    )
+    checked = validate_events(frame, event_types=TYPES)
+    assert checked.valid["user_id"].tolist() == ["5", "7"]
+    assert checked.valid["item_id"].tolist() == ["1.5", "2"]
+    assert checked.rejects["reason"].tolist() == ["missing user_id"]
+
+
+def test_separators_inside_ids_cannot_make_two_events_one() -> None:
+    users, items = pd.Series(["a\x1fb", "a"]), pd.Series(["c", "b\x1fc"])
+    ids = derive_event_ids(users, items, pd.Series(["like"] * 2), pd.Series([1.5, 1.5]))
+    assert ids.iloc[0] != ids.iloc[1]
+    # Ids without the separator keep the id they always had.
+    plain = derive_event_ids(
+        pd.Series(["u"]), pd.Series(["i"]), pd.Series(["like"]), pd.Series([1.5])
+    )
+    assert (
+        plain.iloc[0] == hashlib.blake2b(b"u\x1fi\x1flike\x1f1500000", digest_size=16).hexdigest()
+    )
+
+
+def test_an_idempotency_key_names_events_without_id_or_timestamp() -> None:
+    frame = pd.DataFrame(
+        {
+            "event_id": [None, None, "mine"],
+            "user_id": ["u", "u", "u"],
+            "item_id": ["i", "i", "j"],
+            "type": ["play", "play", "like"],
+            "timestamp": [None, None, None],
+        }
+    )
+
+    def ids(key: str | None, now: float) -> list[str]:
+        checked = validate_events(
+            frame, event_types=TYPES, default_timestamp=now, idempotency_key=key
+        )
+        return checked.valid["event_id"].tolist()
+
+    first = ids("batch-1", 1.7e9)
+    # A resend, a moment later: the same ids.
+    assert ids("batch-1", 1.7e9 + 3) == first
+    # Two plays in one batch stay two events; the given id is kept.
+    assert len(set(first[:2])) == 2 and first[2] == "mine"
+    # Another batch is other events, and without a key every send is new.
+    assert set(ids("batch-2", 1.7e9 + 3)[:2]).isdisjoint(first)
+    assert ids(None, 1.7e9)[:2] != ids(None, 1.7e9 + 3)[:2]
+
+
+def test_custom_type_names_are_matched_as_events_are() -> None:
+    custom = Settings(custom_event_types="Share:3", _env_file=None)  # type: ignore[call-arg]
+    assert "share" in custom.event_types
+    frame = pd.DataFrame(
+        {"user_id": ["u"], "item_id": ["i"], "type": [" SHARE"], "timestamp": [1_700_000_000]}
+    )
+    assert validate_events(frame, event_types=custom.event_types).valid["type"].tolist() == [
+        "share"
+    ]
+    with pytest.raises(ValueError, match="longer than 64"):
+        Settings(custom_event_types={"x" * 65: 1.0}, _env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="given twice"):
+        Settings(custom_event_types={"Share": 1.0, "share": 2.0}, _env_file=None)  # type: ignore[call-arg]
