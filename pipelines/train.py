@@ -168,6 +168,9 @@ def gate_metrics(
         .sum()
     )
     test = test[test[WEIGHT] > 0]
+    if test.empty:
+        # Every held-out event is negative (say, everyone's latest event is a skip).
+        return {"skipped": "the holdout has no new positive interaction"}, None
     # A pair already in train cannot be recommended again, so it cannot count as a hit.
     in_train = np.asarray(train.matrix[test["row"].to_numpy(), test["col"].to_numpy()]).ravel() != 0
     test = test[~in_train]
@@ -373,6 +376,11 @@ def _run_stages(
             "reference_dwell": builder.reference_dwell,
             "newest_event": newest,
         }
+        if not (data.matrix.data > 0).any():
+            raise TrainingError(
+                "no positive interaction yet (a like, a long enough view, a good rating or a "
+                "play): there is nothing to learn from until there is one"
+            )
 
     with stages.stage("gate"):
         gate, gate_model = gate_metrics(builder, settings)

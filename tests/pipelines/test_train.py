@@ -10,8 +10,10 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from pipelines.ingest import import_frames
 from pipelines.train import GateRefused, TrainingError, check_gate, train
 from recsys.config import Settings
 from recsys.feed import Recommender
@@ -28,6 +30,49 @@ def test_empty_store_is_a_clear_error(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
     with pytest.raises(TrainingError, match="no events yet"):
         train(Store(make_engine(settings.sqlalchemy_url)), settings)
+
+
+def _small_store(home: Path, events: list[tuple[str, str, str, float]], items: pd.DataFrame):
+    settings = Settings(  # type: ignore[call-arg]
+        home=home, _env_file=None, als={"factors": 8}, hybrid={"epochs": 2, "no_components": 8}
+    )
+    store = Store(make_engine(settings.sqlalchemy_url))
+    frame = pd.DataFrame(events, columns=["user_id", "item_id", "type", "timestamp"])
+    import_frames(store, settings, items, frame)
+    return store, settings
+
+
+def test_odd_but_legal_stores_train_or_say_why(tmp_path: Path) -> None:
+    # Regressions: each of these raised from deep inside a model instead.
+    catalogue = pd.DataFrame(
+        {"item_id": [f"i{i}" for i in range(30)], "title": [f"song {i} jazz" for i in range(30)]}
+    )
+    # Everyone's newest event is a skip: the gate's holdout holds no positive to score.
+    latest_skipped = [
+        (f"u{u}", f"i{(u + k) % 30}", "like", 1.7e9 + 10 * k + u)
+        for u in range(20)
+        for k in range(9)
+    ] + [(f"u{u}", f"i{(u + 20) % 30}", "skip", 1.8e9 + u) for u in range(20)]
+    store, settings = _small_store(tmp_path / "a", latest_skipped, catalogue)
+    result = train(store, settings)
+    assert result.published
+    assert result.metrics["gate"] == {"skipped": "the holdout has no new positive interaction"}
+
+    # Events, but no catalogue at all: no words for the content model.
+    bare = pd.DataFrame({"item_id": pd.Series([], dtype=object)})
+    store, settings = _small_store(tmp_path / "b", latest_skipped, bare)
+    assert train(store, settings).published
+    recommender = Recommender.open(store, settings)
+    try:
+        assert len(recommender.feed("u3", limit=5).items) == 5
+    finally:
+        recommender.close()
+
+    # Only negative events: nothing to learn from, said plainly.
+    skips = [(f"u{u}", f"i{u % 30}", "skip", 1.7e9 + u) for u in range(40)]
+    store, settings = _small_store(tmp_path / "c", skips, catalogue)
+    with pytest.raises(TrainingError, match="no positive interaction yet"):
+        train(store, settings)
 
 
 def test_run_is_published_and_recorded(trained_world: TrainedWorld) -> None:
