@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from recsys.config import Settings, get_settings
 
@@ -21,14 +23,27 @@ class StoreUnavailable(RuntimeError):
     """The relational store cannot be reached."""
 
 
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
 def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    # WAL lets the service read while an import or the nightly job writes.
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # WAL lets the service read while an import or the nightly job writes. Switching a new
+    # database to it needs a lock that a process starting at the same moment may hold, and
+    # SQLite then answers "locked" at once, without its busy timeout: retry for as long.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     # NORMAL is durable across application crashes in WAL mode; FULL only adds power-loss
     # safety of the last commit at a large write cost.
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     # A 256 MiB page cache keeps the primary-key index in memory during bulk imports
     # (measured: bare executemany CPU time halved on 1M events).
     cursor.execute("PRAGMA cache_size=-262144")
@@ -40,7 +55,10 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
     options: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
-        if database and database != ":memory:":
+        if database is None or _in_memory(database):
+            # Every connection to ":memory:" is a new, empty database: share one.
+            options = {"poolclass": StaticPool}
+        else:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False}, **options)
         event.listen(engine, "connect", _enable_sqlite_pragmas)
@@ -48,6 +66,10 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
     if pooled:
         options.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
     return create_engine(url, **options)
+
+
+def _in_memory(database: str | None) -> bool:
+    return not database or database == ":memory:"
 
 
 def alembic_config(url: str) -> Any:
@@ -83,14 +105,28 @@ class Store:
     def upgrade(self, revision: str = "head") -> None:
         from alembic import command
 
-        command.upgrade(alembic_config(self.url), revision)
+        with self._migration_config() as config:
+            command.upgrade(config, revision)
         self._migrated = True
 
     def downgrade(self, revision: str) -> None:
         from alembic import command
 
-        command.downgrade(alembic_config(self.url), revision)
+        with self._migration_config() as config:
+            command.downgrade(config, revision)
         self._migrated = False
+
+    @contextmanager
+    def _migration_config(self) -> Iterator[Any]:
+        """Alembic's config; an in-memory SQLite store is migrated through its own (only)
+        connection, since a connection of Alembic's would open another, empty database."""
+        config = alembic_config(self.url)
+        if self.dialect == "sqlite" and _in_memory(self.engine.url.database):
+            with self.engine.begin() as conn:
+                config.attributes["connection"] = conn
+                yield config
+        else:
+            yield config
 
     def ensure_schema(self) -> None:
         """Migrate an empty or outdated store to the current schema, once per process."""

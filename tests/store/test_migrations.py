@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from typing import Any
+
 from alembic import command
 from sqlalchemy import inspect
 
 from recsys.store import Store
-from recsys.store.engine import alembic_config
+from recsys.store.engine import alembic_config, make_engine
 
 TABLES = {"events", "items", "model_runs", "users"}
 
@@ -33,3 +36,55 @@ def test_store_migrates_itself_on_first_use(store: Store) -> None:
     with store.read() as conn:
         conn.exec_driver_sql("select count(*) from events")
     assert set(store.table_names()) >= TABLES
+
+
+def _migrate_after(barrier: Any, url: str, outcomes: Any) -> None:
+    store = Store(make_engine(url))
+    barrier.wait()
+    try:
+        store.ensure_schema()
+        outcomes.put("ok")
+    except Exception as exc:  # reported to the test, which shows it
+        outcomes.put(f"{type(exc).__name__}: {exc}")
+    finally:
+        store.dispose()
+
+
+def test_processes_starting_together_on_a_fresh_store_all_start(store_url: str) -> None:
+    # Regression: a service and an import starting at once on a new database both created
+    # the tables; the second failed (and on SQLite, switching to WAL could fail first).
+    context = multiprocessing.get_context("spawn")
+    barrier, outcomes = context.Barrier(3), context.Queue()
+    workers = [
+        context.Process(target=_migrate_after, args=(barrier, store_url, outcomes))
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [outcomes.get(timeout=5) for _ in workers] == ["ok"] * 3
+    store = Store(make_engine(store_url))
+    try:
+        assert set(store.table_names()) >= TABLES
+        command.check(alembic_config(store.url))
+    finally:
+        store.dispose()
+
+
+def test_an_in_memory_sqlite_store_migrates_and_keeps_its_rows() -> None:
+    # Regression: Alembic migrated through a connection of its own, which for ":memory:" is
+    # another, empty database: the store then had no tables.
+    store = Store(make_engine("sqlite://"))
+    try:
+        with store.transaction() as conn:
+            conn.exec_driver_sql(
+                "insert into users (user_id, first_seen, attributes) values ('u', 1.0, '{}')"
+            )
+        with store.read() as conn:
+            assert conn.exec_driver_sql("select user_id from users").scalars().all() == ["u"]
+        assert set(store.table_names()) >= TABLES
+        store.downgrade("base")
+        assert not (TABLES & set(store.table_names()))
+    finally:
+        store.dispose()
