@@ -45,7 +45,13 @@ from recsys.models.hybrid import HybridModel
 from recsys.signals import event_weights
 from recsys.store import Store
 from recsys.store.catalog import load_items, upsert_items
-from recsys.store.events import InsertResult, consumed_items, insert_events, user_event_columns
+from recsys.store.events import (
+    HISTORY_COLUMNS,
+    InsertResult,
+    consumed_items,
+    insert_events,
+    user_event_columns,
+)
 from recsys.store.schema import events as events_table
 from recsys.vectors.base import BatchQuery, Hit, ItemFilter, LikeExamples, Nearest, VectorIndex
 from recsys.vectors.versions import VectorStore, open_vector_store
@@ -1069,7 +1075,7 @@ class Recommender:
 
 def read_user_events(store: Store, user_id: str, limit: int) -> dict[str, np.ndarray]:
     with store.read() as conn:
-        return user_event_columns(conn, user_id, limit=limit)
+        return user_event_columns(conn, user_id, limit=limit, columns=HISTORY_COLUMNS)
 
 
 def _is_store_error(exc: BaseException) -> bool:

@@ -8,6 +8,7 @@ one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` on PostgreSQL. Duplicates (
 
 from __future__ import annotations
 
+import functools
 import io
 import queue
 import threading
@@ -343,10 +344,19 @@ def _iter_sqlite_arrow(
         yield from _arrow_frames(cursor.fetch_record_batch())
 
 
-_USER_EVENTS_SQL = (
-    f"SELECT {', '.join(_READ_COLUMNS)} FROM events "
-    "WHERE user_id = {p} ORDER BY timestamp DESC LIMIT {p}"
-)
+# What the feed reads of a user's history: the user is known, the event id is not needed.
+HISTORY_COLUMNS = (ITEM_ID, TYPE, TIMESTAMP, DWELL, VALUE)
+
+
+@functools.lru_cache(maxsize=8)
+def _user_events_sql(columns: tuple[str, ...], placeholder: str) -> str:
+    unknown = set(columns) - set(_READ_COLUMNS)
+    if unknown:
+        raise ValueError(f"not event columns: {sorted(unknown)}")
+    return (
+        f"SELECT {', '.join(columns)} FROM events "
+        f"WHERE user_id = {placeholder} ORDER BY timestamp DESC LIMIT {placeholder}"
+    )
 
 
 def user_events(conn: Connection, user_id: str, *, limit: int = 500) -> pd.DataFrame:
@@ -360,7 +370,11 @@ def user_events(conn: Connection, user_id: str, *, limit: int = 500) -> pd.DataF
 
 
 def user_event_columns(
-    conn: Connection, user_id: str, *, limit: int = 500
+    conn: Connection,
+    user_id: str,
+    *,
+    limit: int = 500,
+    columns: tuple[str, ...] = _READ_COLUMNS,
 ) -> dict[str, np.ndarray]:
     """``user_events`` as one array per column (text as object arrays).
 
@@ -369,7 +383,7 @@ def user_event_columns(
     statement on the driver's cursor, columns built straight from the fetched tuples.
     """
     placeholder = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = _USER_EVENTS_SQL.format(p=placeholder)
+    sql = _user_events_sql(columns, placeholder)
     params = (user_id, int(limit))
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -382,10 +396,10 @@ def user_event_columns(
         ) from exc
     finally:
         cursor.close()
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(_READ_COLUMNS)
+    values_by_column = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
     return {
         name: np.array(values, dtype=np.float64 if name in _NUMERIC_COLUMNS else object)
-        for name, values in zip(_READ_COLUMNS, columns, strict=True)
+        for name, values in zip(columns, values_by_column, strict=True)
     }
 
 

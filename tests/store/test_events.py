@@ -12,7 +12,14 @@ from sqlalchemy import select
 from recsys.config import Settings
 from recsys.events import derive_event_ids, validate_events
 from recsys.store import Store
-from recsys.store.events import count_events, insert_events, iter_events, user_events
+from recsys.store.events import (
+    HISTORY_COLUMNS,
+    count_events,
+    insert_events,
+    iter_events,
+    user_event_columns,
+    user_events,
+)
 from recsys.store.schema import users
 
 TYPES = Settings(_env_file=None).event_types  # type: ignore[call-arg]
@@ -390,3 +397,26 @@ def test_custom_type_names_are_matched_as_events_are() -> None:
         Settings(custom_event_types={"x" * 65: 1.0}, _env_file=None)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="given twice"):
         Settings(custom_event_types={"Share": 1.0, "share": 2.0}, _env_file=None)  # type: ignore[call-arg]
+
+
+def test_a_users_history_reads_the_asked_columns_newest_first(store: Store) -> None:
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u", "u", "u", "other"],
+            "item_id": ["old", "new", "mid", "x"],
+            "type": ["like", "view", "rating", "like"],
+            "timestamp": [1.0e9, 1.2e9, 1.1e9, 1.3e9],
+            "dwell_seconds": [None, 30.0, None, None],
+            "value": [None, None, 4.0, None],
+        }
+    )
+    with store.transaction() as conn:
+        insert_events(conn, validate_events(frame, event_types=TYPES).valid)
+    with store.read() as conn:
+        history = user_event_columns(conn, "u", limit=2, columns=HISTORY_COLUMNS)
+        assert list(history) == list(HISTORY_COLUMNS)
+        assert history["item_id"].tolist() == ["new", "mid"]
+        assert history["dwell_seconds"][0] == 30.0 and history["value"][1] == 4.0
+        assert user_event_columns(conn, "nobody", columns=HISTORY_COLUMNS)["type"].size == 0
+        with pytest.raises(ValueError, match="not event columns"):
+            user_event_columns(conn, "u", columns=("item_id", "1; drop table events"))
