@@ -44,7 +44,7 @@ from recsys.models.content import ContentModel
 from recsys.models.hybrid import HybridModel
 from recsys.signals import event_weights
 from recsys.store import Store
-from recsys.store.catalog import load_items, upsert_items
+from recsys.store.catalog import items_with_any_tag, load_items, upsert_items
 from recsys.store.events import (
     HISTORY_COLUMNS,
     InsertResult,
@@ -63,6 +63,8 @@ SOURCES = ("behavioural", "hybrid", "content", "fresh", "popular")
 VECTOR_OF = {"behavioural": "als", "hybrid": "hybrid", "content": "content"}
 MAX_CURSOR_ITEMS = 1_000
 MAX_CURSOR_BYTES = 5 + 8 * MAX_CURSOR_ITEMS
+# The page number takes 4 bytes, and the next cursor holds page + 1.
+MAX_CURSOR_PAGE = 2**32 - 1
 CURSOR_VERSION = 1
 POSITIVE_EXAMPLES = 10
 NEGATIVE_EXAMPLES = 5
@@ -111,6 +113,16 @@ class FeedFilters:
     tags: list[str] | None = None
     exclude_ids: list[str] | None = None
 
+    def __post_init__(self) -> None:
+        # Checked here, before any query: a bad filter is the caller's error, not an index
+        # outage to answer with a degraded page.
+        for name in ("categories", "tags", "exclude_ids"):
+            values = getattr(self, name)
+            if values is None:
+                continue
+            if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
+                raise ValueError(f"{name} must be a list of non-empty strings")
+
 
 # --- cursors -----------------------------------------------------------------------------
 
@@ -140,8 +152,11 @@ def decode_cursor(cursor: str) -> tuple[set[bytes], int]:
         raise InvalidCursor("cursor is too long")
     if len(raw) < 5 or raw[0] != CURSOR_VERSION or (len(raw) - 5) % 8:
         raise InvalidCursor("cursor is not one this service issued")
+    page = int.from_bytes(raw[1:5], "big")
+    if page >= MAX_CURSOR_PAGE:
+        raise InvalidCursor("cursor is not one this service issued")
     body = raw[5:]
-    return {body[i : i + 8] for i in range(0, len(body), 8)}, int.from_bytes(raw[1:5], "big")
+    return {body[i : i + 8] for i in range(0, len(body), 8)}, page
 
 
 # --- serving state ------------------------------------------------------------------------
@@ -218,6 +233,15 @@ class History:
     def items_where(self, mask: np.ndarray) -> list[str]:
         """Distinct item ids of the masked events, newest first."""
         return list(dict.fromkeys(self.item_ids[mask].tolist()))
+
+    def liked_and_disliked(self) -> tuple[list[str], list[str]]:
+        """Items whose events add up to a positive weight, and to a negative one, each most
+        recently touched first: a like followed by a dislike of the same item is not a like."""
+        if not len(self):
+            return [], []
+        codes, items = pd.factorize(self.item_ids)  # first seen = newest
+        net = np.bincount(codes, weights=self.weights, minlength=len(items))
+        return items[net > 0].tolist(), items[net < 0].tolist()
 
 
 @dataclass
@@ -537,6 +561,8 @@ class Recommender:
     ) -> FeedPage:
         if not 1 <= limit <= 100:
             raise ValueError("limit must be between 1 and 100")
+        if not isinstance(user_id, str) or not user_id:
+            raise ValueError("user_id must be a non-empty string")
         served, page = decode_cursor(cursor) if cursor else (set(), 0)
         try:
             state = self._require_state()
@@ -560,7 +586,9 @@ class Recommender:
         )
 
     def _next_cursor(self, served: set[bytes], items: list[FeedItem], page: int) -> str | None:
-        if not items:
+        """None when the feed has no more to give: this page was empty, or the session has
+        served as many items as a cursor remembers (past that, pages would repeat)."""
+        if not items or len(served) + len(items) >= MAX_CURSOR_ITEMS:
             return None
         return encode_cursor([*served, *(_item_hash(i.item_id) for i in items)], page + 1)
 
@@ -579,16 +607,20 @@ class Recommender:
         exclude = list(
             dict.fromkeys([*consumed, *((filters.exclude_ids or []) if filters else [])])
         )
-        # Served items are known only by hash: fetch enough extra candidates to cover them.
-        n = config.candidates_per_source + len(served)
+        # Served items are known only by hash: fetch enough extra candidates to cover them,
+        # and never fewer than a page, or a category-filtered page of 100 comes back short.
+        n = max(config.candidates_per_source, limit) + len(served)
         item_filter = ItemFilter(
             categories=(filters.categories or None) if filters else None,
             tags=(filters.tags or None) if filters else None,
             exclude_ids=exclude or None,
         )
         excluded = set(exclude)
-        positives = history.items_where(history.weights > 0)
-        negatives = history.items_where(history.weights < 0)
+        positives, negatives = history.liked_and_disliked()
+        # Likes of items the catalogue does not hold cannot steer anything: a user with only
+        # those is cold.
+        positives = [item for item in positives if item in catalogue.index]
+        positive_rows = catalogue.rows(positives)
         warmth = min(1.0, len(history) / max(config.warm_after_events, 1))
 
         # Every Qdrant candidate query goes in one batch: one round trip, one translation
@@ -603,7 +635,7 @@ class Recommender:
                 "als", positives[:RECENT_POSITIVES], (), n, item_filter
             )
         newest: list[Hit] | None = None
-        if positives:
+        if len(positive_rows):
             for vector_name in ("content", "hybrid"):
                 queries[vector_name] = LikeExamples(
                     vector_name,
@@ -691,7 +723,6 @@ class Recommender:
             scores = scores - penalty
 
         categories = [catalogue.categories[r] if r >= 0 else None for r in rows]
-        positive_rows = history.rows[(history.weights > 0) & (history.rows >= 0)]
         liked_categories = set(catalogue.categories[positive_rows].tolist())
         chosen = self._diversify(
             scores, vectors, categories, limit, one_category=len(liked_categories) == 1
@@ -915,6 +946,10 @@ class Recommender:
                 query = query.join(
                     items_table, items_table.c.item_id == events_table.c.item_id
                 ).where(items_table.c.category.in_(filters.categories))
+            if filters and filters.tags:
+                query = query.where(
+                    events_table.c.item_id.in_(items_with_any_tag(conn.dialect.name, filters.tags))
+                )
             rows = conn.execute(query).all()
         items = [
             FeedItem(item_id=i, score=float(n), sources=["popular"], reason="popular right now")
@@ -1038,39 +1073,57 @@ class Recommender:
     def _extend_catalogue(
         catalogue: Catalogue, items: pd.DataFrame, content: np.ndarray, state: ServingState
     ) -> None:
-        for position, record in enumerate(items.to_dict("records")):
-            item_id = str(record[ITEM_ID])
-            row = catalogue.index.get(item_id)
-            tags = list(record.get("tags") or [])
+        """Publish a new catalogue holding ``items`` (new ones appended, known ones updated).
+
+        Copy on write: requests read the catalogue without a lock, so one must never see its
+        lists and arrays mid-change (of different lengths). Rows only ever append, so a row
+        number taken from an older catalogue stays valid in every later one.
+        """
+        records = items.to_dict("records")
+        new_ids = [str(r[ITEM_ID]) for r in records if str(r[ITEM_ID]) not in catalogue.index]
+        new_ids = list(dict.fromkeys(new_ids))
+        n_old, n_new = len(catalogue.ids), len(new_ids)
+        ids = [*catalogue.ids, *new_ids]
+        index = dict(catalogue.index)
+        index.update({item_id: n_old + k for k, item_id in enumerate(new_ids)})
+        titles, tags = [*catalogue.titles, *[""] * n_new], [*catalogue.tags, *[[]] * n_new]
+
+        def grown(array: np.ndarray, fill: Any) -> np.ndarray:
+            out = np.empty((n_old + n_new, *array.shape[1:]), dtype=array.dtype)
+            out[:n_old] = array
+            out[n_old:] = fill
+            return out
+
+        categories = grown(catalogue.categories, None)
+        created_at = grown(catalogue.created_at, np.nan)
+        durations = grown(catalogue.durations, np.nan)
+        vectors = grown(catalogue.content, 0.0)
+        als_known = grown(catalogue.als_known, -1)
+        if state.als.items is not None and n_new:
+            als_known[n_old:] = state.als.items.to_internal(new_ids, strict=False)
+        for position, record in enumerate(records):
+            row = index[str(record[ITEM_ID])]
             created = record.get("created_at")
-            created = float(created) if created is not None and created == created else np.nan
             duration = record.get("duration_seconds")
-            duration = float(duration) if duration is not None and duration == duration else np.nan
-            if row is None:
-                row = len(catalogue.ids)
-                catalogue.ids.append(item_id)
-                catalogue.index[item_id] = row
-                catalogue.titles.append(str(record.get("title") or ""))
-                catalogue.tags.append(tags)
-                catalogue.categories = np.append(
-                    catalogue.categories, np.array([record.get("category")], dtype=object)
-                )
-                catalogue.created_at = np.append(catalogue.created_at, created)
-                catalogue.durations = np.append(catalogue.durations, duration)
-                catalogue.popularity = np.append(catalogue.popularity, 0.0)
-                catalogue.trending = np.append(catalogue.trending, 0.0)
-                catalogue.content = np.vstack([catalogue.content, content[position : position + 1]])
-                column = state.als.items.index_of(item_id) if state.als.items is not None else None
-                catalogue.als_known = np.append(
-                    catalogue.als_known, -1 if column is None else column
-                )
-            else:
-                catalogue.titles[row] = str(record.get("title") or "")
-                catalogue.tags[row] = tags
-                catalogue.categories[row] = record.get("category")
-                catalogue.created_at[row] = created
-                catalogue.durations[row] = duration
-                catalogue.content[row] = content[position]
+            titles[row] = str(record.get("title") or "")
+            tags[row] = list(record.get("tags") or [])
+            categories[row] = record.get("category")
+            created_at[row] = float(created) if created is not None else np.nan
+            durations[row] = float(duration) if duration is not None else np.nan
+            vectors[row] = content[position]
+        state.catalogue = Catalogue(
+            ids=ids,
+            index=index,
+            titles=titles,
+            categories=categories,
+            tags=tags,
+            created_at=created_at,
+            durations=durations,
+            popularity=grown(catalogue.popularity, 0.0),
+            trending=grown(catalogue.trending, 0.0),
+            content=vectors,
+            als_known=als_known,
+        )
 
 
 def read_user_events(store: Store, user_id: str, limit: int) -> dict[str, np.ndarray]:

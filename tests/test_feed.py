@@ -110,7 +110,22 @@ def test_skips_demote_similar_items(recommender: Recommender, trained_world: Tra
     after = recommender.feed(user, limit=20)
     football_after = [i for i in after.items if topics.get(i.item_id) == "football"]
     assert len(football_after) < len(football_before)
-    assert any("fatigue" in i.breakdown for i in after.items)
+    # The demotion itself: the same page without fatigue scores each demoted item higher by
+    # exactly its penalty (the skipped items are gone either way, being consumed).
+    demoted = {i.item_id: i for i in after.items if i.breakdown.get("fatigue", 0.0) < 0}
+    assert demoted
+    config = recommender.config
+    try:
+        recommender.config = config.model_copy(update={"fatigue_penalty": 0.0})
+        plain = {i.item_id: i for i in recommender.feed(user, limit=20).items}
+    finally:
+        recommender.config = config
+    both = demoted.keys() & plain.keys()
+    assert both
+    for item_id in both:
+        lift = plain[item_id].score - demoted[item_id].score
+        assert lift == pytest.approx(-demoted[item_id].breakdown["fatigue"], abs=2e-6)
+        assert lift > 0
 
 
 def test_cursor_paging_never_repeats(recommender: Recommender) -> None:
@@ -357,3 +372,133 @@ def test_an_item_upserted_while_a_version_loads_reaches_that_version(
         assert "upserted-during-the-load" in [i.item_id for i in similar]
     finally:
         recommender.close()
+
+
+def test_a_liked_then_disliked_item_is_not_a_like(
+    recommender: Recommender, trained_world: TrainedWorld
+) -> None:
+    user = "changed-mind"
+    flipped = topic_items(trained_world, "cooking", 1)[0]
+    kept = topic_items(trained_world, "jazz", 1)[0]
+    send(recommender, user, [flipped, kept], "like")
+    send(recommender, user, [flipped, flipped], "dislike", start=1.8e9 + 100)
+    history = recommender._history(recommender._require_state(), user)
+    assert history.liked_and_disliked() == ([kept], [flipped])
+    titles = dict(zip(trained_world.items["item_id"], trained_world.items["title"], strict=True))
+    page = recommender.feed(user, limit=20)
+    assert not [i for i in page.items if i.reason == f"because you liked {titles[flipped]}"]
+
+
+def test_a_page_of_a_hundred_is_full_when_the_category_has_enough(
+    recommender: Recommender, trained_world: TrainedWorld
+) -> None:
+    # Regression: candidates per source (50) capped what a filtered page could hold.
+    football = set(
+        trained_world.items.loc[trained_world.items["category"] == "football", "item_id"]
+    )
+    filters = FeedFilters(categories=["football"])
+    for user in ("demo-user-0004", "never-seen-either"):
+        history = recommender._history(recommender._require_state(), user)
+        available = len(football - set(recommender._consumed(user, history)))
+        assert available > 100
+        assert len(recommender.feed(user, limit=100, filters=filters).items) == 100
+    # Likes of items the catalogue does not hold leave the user cold, not short of a page.
+    send(recommender, "ghost-fan", ["no-such-item-1", "no-such-item-2"], "like")
+    page = recommender.feed("ghost-fan", limit=100)
+    assert len(page.items) == 100 and any("fresh" in i.sources for i in page.items)
+
+
+def test_feeds_stay_whole_while_items_arrive(
+    trained_world: TrainedWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: upserts grew the catalogue's lists and arrays one after another, in place,
+    # while feeds read them: mismatched lengths turned pages degraded.
+    import threading
+
+    recommender = Recommender.open(trained_world.store, trained_world.settings)
+    anchor = trained_world.items.iloc[7].to_dict()
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def arrive() -> None:
+        k = 0
+        while not stop.is_set():
+            batch = [
+                {**anchor, "item_id": f"arrival-{k}-{j}", "created_at": 1.9e9} for j in range(5)
+            ]
+            try:
+                recommender.upsert_items(validate_items(pd.DataFrame(batch)).valid)
+            except BaseException as exc:
+                failures.append(exc)
+                return
+            k += 1
+
+    def as_failure(exc: BaseException) -> None:
+        raise exc
+
+    # Any index error would be answered with a degraded page: make it fail the test instead.
+    monkeypatch.setattr(
+        recommender, "_degraded_feed", lambda *a, **k: as_failure(AssertionError("degraded"))
+    )
+    writer = threading.Thread(target=arrive)
+    writer.start()
+    try:
+        for k in range(150):
+            page = recommender.feed(f"demo-user-{k % 40:04d}", limit=20)
+            assert len(page.items) == 20
+        stop.set()
+        writer.join()
+        assert not failures
+        state = recommender._state
+        assert state is not None and "arrival-0-4" in state.catalogue.index
+        catalogue = state.catalogue
+        sizes = {len(catalogue.ids), len(catalogue.titles), len(catalogue.tags)}
+        sizes |= {len(a) for a in (catalogue.categories, catalogue.content, catalogue.als_known)}
+        assert len(sizes) == 1
+    finally:
+        stop.set()
+        writer.join()
+        recommender.close()
+
+
+def test_degraded_feed_honours_categories_and_tags(
+    recommender: Recommender, trained_world: TrainedWorld
+) -> None:
+    tagged = trained_world.items.explode("tags")
+    tag = tagged["tags"].value_counts().index[0]
+    holders = set(tagged.loc[tagged["tags"] == tag, "item_id"])
+    page = recommender._degraded_feed("demo-user-0001", 10, set(), 0, FeedFilters(tags=[tag]))
+    assert page.degraded and len(page.items) == 10
+    assert {i.item_id for i in page.items} <= holders
+
+
+def test_the_feed_ends_when_the_cursor_is_full(recommender: Recommender) -> None:
+    from recsys.feed import MAX_CURSOR_ITEMS
+
+    seen: list[str] = []
+    cursor = None
+    for _ in range(MAX_CURSOR_ITEMS // 100):
+        page = recommender.feed("demo-user-0006", limit=100, cursor=cursor)
+        seen += [i.item_id for i in page.items]
+        cursor = page.next_cursor
+    assert len(seen) == len(set(seen)) == MAX_CURSOR_ITEMS
+    assert cursor is None
+
+
+def test_bad_requests_are_errors_not_outages(recommender: Recommender) -> None:
+    import base64
+    import zlib
+
+    recommender._index_error = None
+    with pytest.raises(ValueError, match="user_id"):
+        recommender.feed("", limit=5)
+    with pytest.raises(ValueError, match="exclude_ids"):
+        FeedFilters(exclude_ids=[None])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="categories"):
+        FeedFilters(categories="jazz")  # type: ignore[arg-type]
+    # The last page number a cursor can hold: its successor would not fit.
+    last_page = zlib.compress(bytes([1]) + (2**32 - 1).to_bytes(4, "big"))
+    crafted = base64.urlsafe_b64encode(last_page).decode().rstrip("=")
+    with pytest.raises(InvalidCursor):
+        recommender.feed("demo-user-0001", cursor=crafted)
+    assert recommender._index_error is None

@@ -317,7 +317,8 @@ class FeedOut(BaseModel):
     items: list[FeedItemOut]
     model_version: str | None = Field(description="The model version that ranked this page.")
     next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page; null when there is nothing more."
+        description="Pass as `cursor` for the next page; null when there is nothing more. "
+        "Pages of one cursor chain never repeat an item, and a chain ends after 1,000 items."
     )
     degraded: bool = Field(
         description="True when the vector index was unavailable and the page is popularity only."

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ARRAY, Connection, String, TextualSelect, bindparam, func, select, text
 
 from recsys.events import parse_timestamps
 from recsys.store.schema import MAX_ID_LENGTH, items
@@ -170,3 +170,20 @@ def load_items(
 
 def count_items(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(items)).scalar_one())
+
+
+def items_with_any_tag(dialect: str, tags: Collection[str]) -> TextualSelect:
+    """A subquery of the ids of items holding any of ``tags``, for ``column.in_(...)``.
+
+    Tags are a JSON array per item, which each database searches its own way.
+    """
+    wanted = sorted(set(tags))
+    if dialect == "postgresql":
+        statement = text("SELECT item_id FROM items WHERE CAST(tags AS jsonb) ?| :tags")
+        statement = statement.bindparams(bindparam("tags", value=wanted, type_=ARRAY(String)))
+    else:
+        statement = text(
+            "SELECT DISTINCT items.item_id FROM items, json_each(items.tags) AS tag "
+            "WHERE tag.value IN :tags"
+        ).bindparams(bindparam("tags", value=wanted, expanding=True))
+    return statement.columns(item_id=String)

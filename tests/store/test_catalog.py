@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from recsys.store import Store
-from recsys.store.catalog import load_items, upsert_items, validate_items
+from recsys.store.catalog import items_with_any_tag, load_items, upsert_items, validate_items
+from recsys.store.schema import items
 
 
 def test_bad_items_are_rejected_per_row_and_the_rest_stored(store: Store) -> None:
@@ -34,3 +36,28 @@ def test_bad_items_are_rejected_per_row_and_the_rest_stored(store: Store) -> Non
         stored = load_items(conn)
     assert sorted(stored["item_id"]) == ["far-future", "ok-1", "ok-2"]
     assert stored.set_index("item_id").loc["ok-2", "category"] == "c" * 512
+
+
+def test_items_with_any_tag_on_either_store(store: Store) -> None:
+    frame = pd.DataFrame(
+        [
+            {"item_id": "a", "title": "A", "tags": ["jazz", "live"]},
+            {"item_id": "b", "title": "B", "tags": ["rock"]},
+            {"item_id": "c", "title": "C", "tags": []},
+            {"item_id": "d", "title": "D", "tags": ["live", "o'quote"]},
+        ]
+    )
+    with store.transaction() as conn:
+        upsert_items(conn, validate_items(frame).valid)
+    with store.read() as conn:
+
+        def holders(*tags: str) -> set[str]:
+            query = select(items.c.item_id).where(
+                items.c.item_id.in_(items_with_any_tag(conn.dialect.name, tags))
+            )
+            return set(conn.execute(query).scalars())
+
+        assert holders("live") == {"a", "d"}
+        assert holders("rock", "jazz") == {"a", "b"}
+        assert holders("o'quote") == {"d"}
+        assert holders("none-such") == set()
