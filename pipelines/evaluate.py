@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from recsys.columns import ITEM_ID, TIMESTAMP, TYPE, USER_ID, VALUE, WEIGHT
+from recsys.columns import DWELL, ITEM_ID, TIMESTAMP, TYPE, USER_ID, VALUE, WEIGHT
 from recsys.config import Settings
 from recsys.dataset import IdMap, InteractionData
 from recsys.evaluation.metrics import evaluate_cold_start, evaluate_rankings
@@ -79,8 +79,13 @@ def load_store_data(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     store = open_store(settings)
     with store.read() as conn:
         items = load_items(conn)
-        events = pd.concat(list(iter_events(conn)), ignore_index=True)
+        chunks = list(iter_events(conn))
     store.dispose()
+    events = (
+        pd.concat(chunks, ignore_index=True)
+        if chunks
+        else pd.DataFrame(columns=[USER_ID, ITEM_ID, TYPE, TIMESTAMP, DWELL, VALUE])
+    )
     return items, events
 
 

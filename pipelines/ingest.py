@@ -9,9 +9,12 @@ bad row.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import re
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
@@ -116,37 +119,120 @@ def read_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
 
 
 def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, "rb") as handle:
-        # Everything as text: ids like "007" must stay literal, and "NA" is a valid id.
+    """CSV (or TSV) rows as text, each with the file line it starts on.
+
+    pandas' C parser (about four times faster than Python's csv module here) reads one
+    column more than the header names, so a row with a surplus field is a reject instead of
+    shifting every column by one (pandas takes an extra first-row field as an index) or
+    failing the file; rows wider still are skipped by the parser, which says which. Blank
+    lines and line breaks inside quoted values are counted, so reject line numbers stay
+    right after them.
+    """
+    gzipped = path.suffix.lower() == ".gz"
+    base = path.with_suffix("") if gzipped else path
+    delimiter = "\t" if base.suffix.lower() == ".tsv" else ","
+    compression = "gzip" if gzipped else None
+    try:
+        header = pd.read_csv(
+            path, sep=delimiter, nrows=0, index_col=False, compression=compression
+        ).columns.tolist()
+    except pd.errors.EmptyDataError:
+        raise ImportError_(f"{path}: the file is empty; expected a header line") from None
+    try:
+        yield from _csv_frames(path, header, delimiter, compression, chunk_rows)
+    except UnicodeDecodeError as exc:
+        # The whole file: pandas cannot tell which record held the bytes.
+        raise ImportError_(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def _csv_frames(
+    path: Path, header: list[str], delimiter: str, compression: str | None, chunk_rows: int
+) -> Iterator[Chunk]:
+    width = len(header)
+    with open(path, "rb") as handle, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
         reader = pd.read_csv(
             handle,
-            sep=sep,
+            sep=delimiter,
+            header=None,
+            skiprows=1,
+            names=list(range(width + 1)),
+            # Everything as text: ids like "007" must stay literal, and "NA" is a valid id.
             dtype=str,
             keep_default_na=False,
             na_values=[""],
+            index_col=False,
+            skip_blank_lines=False,
+            on_bad_lines="warn",
             chunksize=chunk_rows,
-            compression="infer" if path.suffix != ".gz" else "gzip",
+            compression=compression,
+            encoding="utf-8-sig",
         )
-        first_line = 2
-        position = 0
-        for frame in reader:
+        # pandas numbers records, not lines: the header is record 1, a blank line is one.
+        skipped: list[int] = []  # records the parser dropped (too many fields)
+        next_record, extra_lines, position = 2, 0, 0
+        frames = iter(reader)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            skipped.extend(_skipped_records(caught))
+            caught.clear()
+            records = _records_after(next_record, len(frame), skipped)
+            next_record = int(records[-1]) + 1 if len(records) else next_record
+            # A quoted value holding line breaks makes its record span more lines.
+            breaks = np.zeros(len(frame), dtype=np.int64)
+            for column in range(width):
+                values = frame[column]
+                if values.str.contains("\n", regex=False).any():
+                    breaks += values.str.count("\n").fillna(0).to_numpy(np.int64)
+            lines = records + extra_lines + np.concatenate(([0], np.cumsum(breaks)[:-1]))
+            extra_lines += int(breaks.sum())
+            malformed = [
+                (int(record + extra_lines), f"more fields than the header's {width}")
+                for record in skipped
+                if record < next_record
+            ]
+            skipped = [record for record in skipped if record >= next_record]
+            surplus = frame[width].notna().to_numpy()
+            malformed += [
+                (int(line), f"more fields than the header's {width}") for line in lines[surplus]
+            ]
+            blank = frame.isna().all(axis=1).to_numpy()
+            keep = ~surplus & ~blank
+            rows = frame.loc[keep, list(range(width))]
+            rows.columns = header
             now = handle.tell()
-            yield Chunk(
-                frame=frame.reset_index(drop=True),
-                row_numbers=np.arange(first_line, first_line + len(frame)),
-                bytes_read=now - position,
-            )
+            yield Chunk(rows.reset_index(drop=True), lines[keep], sorted(malformed), now - position)
             position = now
-            first_line += len(frame)
+        # Wide records after the last good one.
+        skipped.extend(_skipped_records(caught))
+        if skipped:
+            empty = pd.DataFrame(columns=header, dtype=object)
+            reason = f"more fields than the header's {width}"
+            trailing = [(int(record + extra_lines), reason) for record in sorted(skipped)]
+            yield Chunk(empty, np.zeros(0, dtype=np.int64), trailing, handle.tell() - position)
+
+
+def _skipped_records(caught: list[warnings.WarningMessage]) -> list[int]:
+    """Record numbers from pandas' "Skipping line N: expected ..." warnings."""
+    found = []
+    for warning in caught:
+        for match in re.finditer(r"Skipping line (\d+):", str(warning.message)):
+            found.append(int(match.group(1)))
+    return found
+
+
+def _records_after(first: int, count: int, skipped: list[int]) -> np.ndarray:
+    """The ``count`` record numbers from ``first`` on that the parser did not skip."""
+    gone = np.array(sorted(r for r in skipped if r >= first), dtype=np.int64)
+    candidates = np.arange(first, first + count + len(gone), dtype=np.int64)
+    return np.setdiff1d(candidates, gone, assume_unique=True)[:count]
 
 
 def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
-    opener: Callable[..., Any] = open
-    if path.suffix == ".gz":
-        import gzip
-
-        opener = gzip.open
+    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
         records: list[dict[str, Any]] = []
         lines: list[int] = []
@@ -317,7 +403,8 @@ def import_chunks(
     summary = ImportSummary(kind=kind)
     writer = RejectsWriter(rejects_path) if rejects_path else None
     started = time.perf_counter()
-    progress = progress or _progress(None, "rows", f"import {kind}")
+    if progress is None:  # a tqdm without a total has no truth value
+        progress = _progress(None, "rows", f"import {kind}")
     # Strict: one transaction for the whole file. Otherwise one per chunk.
     outer: AbstractContextManager[Connection | None] = (
         store.transaction() if strict else nullcontext(None)

@@ -447,3 +447,7 @@ def serve(
 
 def main() -> None:  # pragma: no cover - console entry
     app()
+
+
+if __name__ == "__main__":  # python -m recsys.cli
+    main()

@@ -47,3 +47,33 @@ def test_movielens_report_has_every_section_and_the_feed_beats_popularity(tmp_pa
         result.report_dir / "metrics.json", result.report_dir / "metrics.json", echo=False
     )
     assert len(frame) and (frame["delta"].fillna(0) == 0).all()
+
+
+def test_cli_evaluate_on_an_empty_store_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from recsys import config
+    from recsys.cli import app
+
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RECSYS_DATABASE_URL", raising=False)
+    config.get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["evaluate"])
+        assert result.exit_code == 1
+        assert "the store has no events" in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    finally:
+        config.get_settings.cache_clear()
+
+
+def test_the_cli_runs_as_a_module() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys.cli", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "train" in done.stdout

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from pipelines.ingest import import_file
+from pipelines.ingest import ImportError_, import_file
 from recsys.config import Settings
 from recsys.store import Store
 from recsys.store.catalog import load_items
@@ -181,6 +181,13 @@ def test_cli_exit_codes_and_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     unknown.write_text("<x/>")
     result = runner.invoke(app, ["import", "events", str(unknown)])
     assert result.exit_code == 1 and "unknown file type" in result.output
+    missing = runner.invoke(app, ["import", "events", str(tmp_path / "nowhere.jsonl")])
+    assert missing.exit_code == 1 and "no such file" in missing.output
+    assert missing.exception is None or isinstance(missing.exception, SystemExit)
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    result = runner.invoke(app, ["import", "events", str(empty)])
+    assert result.exit_code == 1 and "the file is empty" in result.output
     config.get_settings.cache_clear()
 
 
@@ -260,3 +267,65 @@ def test_integer_ids_stay_integers_when_some_rows_lack_them(
     assert {"5", "6"} <= set(stored["event_id"])
     again = import_file(store, settings, "events", path)
     assert (again.inserted, again.duplicates) == (0, 3)
+
+
+def test_csv_rows_of_the_wrong_width_are_rejects_and_the_rest_lines_up(
+    tmp_path: Path, store: Store, settings: Settings
+) -> None:
+    # Regressions: an extra field in the first row shifted every column of the file by one
+    # (pandas took the first column as an index); a later one failed the whole import; and
+    # blank lines or quoted newlines made later reject line numbers too low.
+    path = tmp_path / "events.csv"
+    path.write_bytes(
+        "\ufeffuser_id,item_id,type,timestamp\r\n"  # line 1, with a byte order mark
+        "u1,i1,like,1709287200,surplus\r\n"  # 2: one field too many
+        "u2,i2,like,1709287201,\r\n"  # 3: a trailing delimiter only
+        "\r\n"  # 4: blank
+        'u3,"i\n3",like,1709287202\r\n'  # 5-6: a quoted newline in the item id
+        "u4,,like,1709287203\r\n"  # 7: no item
+        "u5,i5,like\r\n"  # 8: a short row, missing its timestamp
+        "u6,i6,like,1709287205,x,y\r\n"  # 9: two fields too many
+        "u7,i7,like,1709287206\r\n".encode()  # 10
+    )
+    rejects = tmp_path / "rejects.csv"
+    summary = import_file(store, settings, "events", path, rejects_path=rejects, chunk_rows=2)
+    assert (summary.inserted, summary.rejected) == (3, 4)
+    written = pd.read_csv(rejects, dtype=str)
+    assert dict(zip(written["line"].astype(int), written["reason"], strict=True)) == {
+        2: "more fields than the header's 4",
+        7: "missing item_id",
+        8: "missing timestamp",
+        9: "more fields than the header's 4",
+    }
+    with store.read() as conn:
+        stored = pd.concat(list(iter_events(conn)), ignore_index=True)
+    assert sorted(zip(stored["user_id"], stored["item_id"], strict=True)) == [
+        ("u2", "i2"),
+        ("u3", "i\n3"),
+        ("u7", "i7"),
+    ]
+    # A too-wide last line is reported too, though no good row follows it.
+    tail = tmp_path / "tail.csv"
+    tail.write_text("user_id,item_id,type,timestamp\nu8,i8,like,1709287207\nu9,i9,like,1,x,y\n")
+    summary = import_file(store, settings, "events", tail, rejects_path=rejects)
+    assert (summary.inserted, summary.rejected) == (1, 1)
+    assert pd.read_csv(rejects)["line"].tolist() == [3]
+    # Bytes that are not UTF-8 stop the file with a message, not a traceback.
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(b"user_id,item_id,type,timestamp\nu1,\xff\xfe,like,1709287200\n")
+    with pytest.raises(ImportError_, match="not valid UTF-8"):
+        import_file(store, settings, "events", broken)
+
+
+def test_gzipped_tsv_is_read_with_tabs(tmp_path: Path, store: Store, settings: Settings) -> None:
+    import gzip
+
+    path = tmp_path / "events.tsv.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("user_id\titem_id\ttype\ttimestamp\n")
+        handle.write("u1\ti,1\tlike\t1709287200\nu2\ti2\tlike\t1709287201\n")
+    summary = import_file(store, settings, "events", path)
+    assert (summary.inserted, summary.rejected) == (2, 0)
+    with store.read() as conn:
+        stored = pd.concat(list(iter_events(conn)), ignore_index=True)
+    assert sorted(stored["item_id"]) == ["i,1", "i2"]
