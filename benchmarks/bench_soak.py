@@ -10,7 +10,10 @@ schedule (an open loop): a slow answer does not slow the offered load down, up t
 It prints the machine, the data size, the achieved rate, the errors (any non-200 answer, any
 transport error, any degraded feed: there must be none), p50/p95/p99 latency per kind, and
 the service's resident memory (VmRSS) at the start of the load and at its end, with the
-growth (the goal is at most 10 %).
+growth (the goal is at most 10 %). Before the service starts, the same run times two
+baselines on the same world: the bare filtered Qdrant Edge top-20 query (as in
+``bench_feed.py``) and ``Recommender.feed`` in process, one caller; each latency row shows
+its p50 against both.
 
     python benchmarks/bench_soak.py                   # 60 s at 200 requests/s, scale 1
     python benchmarks/bench_soak.py --quick           # 15 s, scale 0.3
@@ -304,6 +307,13 @@ def main(argv: list[str] | None = None) -> int:
         from recsys.store import open_store  # noqa: F401  (warm the import for count_rows)
 
         rows = count_rows(home)
+        baseline = in_process_baseline(home, built)
+        print(
+            f"baseline : bare EdgeShard.query top-20 p50 {baseline['bare p50'] * 1e3:.3f} ms; "
+            f"in-process Recommender.feed p50 {baseline['feed p50'] * 1e3:.3f} ms "
+            f"({baseline['users']:.0f} users, same world, before the service starts)",
+            flush=True,
+        )
         process, base, service_log = start_service(home, root)
         try:
             users = [f"demo-user-{n:04d}" for n in range(1, int(built["users"]) + 1)]
@@ -351,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         p = percentiles(results.latency[kind])
         print(
             f"{kind:<9}: {len(results.latency[kind]):6d} OK   p50 {p['p50'] * 1e3:7.1f} ms   "
-            f"p95 {p['p95'] * 1e3:7.1f} ms   p99 {p['p99'] * 1e3:7.1f} ms"
+            f"p95 {p['p95'] * 1e3:7.1f} ms   p99 {p['p99'] * 1e3:7.1f} ms   "
+            f"p50 {p['p50'] / baseline['bare p50']:.0f}x bare query, "
+            f"{p['p50'] / baseline['feed p50']:.1f}x in-process feed"
         )
     growth = (end_rss - start_rss) / start_rss * 100
     trend = ", ".join(f"{t:.0f}s {kib / 1024:.0f}" for t, kib in samples)
@@ -374,6 +386,39 @@ def main(argv: list[str] | None = None) -> int:
     print("verdict  : " + ", ".join(verdicts))
     print(json.dumps({"rate": done / elapsed, "errors": failed, "rss_growth_pct": growth}))
     return 1 if failed or not alive else 0
+
+
+def in_process_baseline(home: Path, built: dict[str, float], calls: int = 300) -> dict[str, float]:
+    """The bare filtered top-20 Edge query and the in-process feed, on this world's live
+    version, for the first users that have stored vectors (then everything is closed: the
+    service opens the shard next, and a shard opens in one process at a time)."""
+    import statistics
+
+    from benchmarks.bench_feed import bare_latencies, live_index, probes
+    from recsys.config import Settings
+    from recsys.feed import Recommender
+    from recsys.store import open_store
+
+    settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
+    store = open_store(settings)
+    recommender = Recommender.open(store, settings)
+    try:
+        users = probes(recommender, [f"demo-user-{n:04d}" for n in range(1, 101)])
+        bare = bare_latencies(live_index(recommender), users, calls)
+        feed = []
+        for q in range(calls + 20):
+            started = time.perf_counter()
+            recommender.feed(users[q % len(users)].user_id, limit=20)
+            if q >= 20:
+                feed.append(time.perf_counter() - started)
+    finally:
+        recommender.close()
+        store.dispose()
+    return {
+        "bare p50": statistics.median(bare),
+        "feed p50": statistics.median(feed),
+        "users": float(len(users)),
+    }
 
 
 def service_cpu_seconds(pid: int) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,14 +35,30 @@ def module_name(path: Path) -> str:
     return ".".join(p for p in parts if p != "__init__")
 
 
-def imports(path: Path) -> set[str]:
+def imports(path: Path, package: str = "") -> set[str]:
+    """Every module ``path`` imports, as absolute names: relative imports are resolved
+    against ``package`` (the importing module's package), and ``from a import b`` counts as
+    both ``a`` and ``a.b``, since ``b`` may be a module (``from recsys import api``)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base_parts = parts[: len(parts) - (node.level - 1)] if node.level > 1 else parts
+                base = ".".join(p for p in base_parts if p)
+                module = ".".join(p for p in (base, node.module or "") if p)
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
     return found
+
+
+def package_of(path: Path) -> str:
+    name = module_name(path)
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
 
 
 def sources() -> list[Path]:
@@ -58,7 +75,7 @@ def test_imports_point_down_only(path: Path) -> None:
     for package, banned in FORBIDDEN.items():
         if name != package and not name.startswith(package + "."):
             continue
-        for imported in imports(path):
+        for imported in imports(path, package_of(path)):
             for prefix in banned:
                 assert not (imported == prefix or imported.startswith(prefix + ".")), (
                     f"{name} imports {imported}, which sits above it"
@@ -67,5 +84,33 @@ def test_imports_point_down_only(path: Path) -> None:
 
 def test_the_check_catches_an_upward_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("from pipelines.train import train\nimport fastapi\n")
-    assert {"pipelines.train", "fastapi"} <= imports(bad)
+    bad.write_text(
+        "from pipelines.train import train\nimport fastapi\nfrom ..feed import Recommender\n"
+        "from recsys import api\nfrom . import engine\n"
+    )
+    found = imports(bad, "recsys.store")
+    assert {"pipelines.train", "fastapi", "recsys.feed", "recsys.api", "recsys.store.engine"} <= (
+        found
+    )
+
+
+@pytest.mark.parametrize(
+    ("package", "source"),
+    [
+        ("recsys.store", "from ..feed import Recommender\n"),
+        ("recsys.store", "from recsys import vectors\n"),
+        ("pipelines", "from recsys import api\n"),
+        ("recsys.models", "import recsys.store.engine\n"),
+    ],
+)
+def test_the_rule_fails_on_each_kind_of_upward_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, package: str, source: str
+) -> None:
+    # The same rule as test_imports_point_down_only, run on a planted module.
+    root = tmp_path / "repo"
+    module = root.joinpath(*package.split("."), "planted.py")
+    module.parent.mkdir(parents=True)
+    module.write_text(source)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", root)
+    with pytest.raises(AssertionError, match="sits above it"):
+        test_imports_point_down_only(module)

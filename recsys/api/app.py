@@ -592,6 +592,7 @@ def create_app(
             log.info("recommender open; model version %s", opened.model_version)
         await run_in_threadpool(freeze_heap)
         task = asyncio.create_task(_refresh_loop(app, refresh_interval))
+        app.state.refresh_task = task
         try:
             yield
         finally:

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.generation.meta import ParameterLocation, negated_parameters
 from schemathesis.python import asgi as schemathesis_asgi
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -48,11 +49,28 @@ CHECKS = [
 ]
 
 
+def _is_text(parameter: Any) -> bool:
+    """A query parameter whose values are text (a string, or a list of strings)."""
+    schema = parameter.definition.get("schema", {})
+    options = schema.get("anyOf", [schema])
+    return any(
+        (option.get("type") == "string" and "enum" not in option)
+        or (option.get("type") == "array" and option.get("items", {}).get("type") == "string")
+        for option in options
+    )
+
+
 def checks_for(case: Any) -> list[Any]:
-    """Invalid requests must be refused, except where "invalid" cannot survive the wire:
-    a query value of the "wrong type" arrives as text, which a text filter rightly takes."""
-    takes_query = len(case.operation.query) > 0
-    return CHECKS if takes_query else [*CHECKS, negative_data_rejection]
+    """Invalid requests must be refused, except where "invalid" cannot survive the wire: a
+    text query parameter given a value of the "wrong type" (a number, an object) receives
+    it as text, which a text filter rightly takes. Every other negative case, a bad
+    ``limit`` or ``kind`` included, must be refused."""
+    text_queries = {p.name for p in case.operation.query if _is_text(p)}
+    mutated_text = any(
+        location == ParameterLocation.QUERY and name in text_queries
+        for name, location in negated_parameters(case.meta)
+    )
+    return CHECKS if mutated_text else [*CHECKS, negative_data_rejection]
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +99,7 @@ def schema(fuzz_world: World) -> Iterator[Any]:
 @pytest.mark.slow
 def test_no_input_causes_a_server_error(schema: Any) -> None:
     calls: Counter[str] = Counter()
+    refused_checked: Counter[str] = Counter()  # negative cases that had to be refused
     strategy = st.one_of(
         schema.as_strategy(generation_mode=GenerationMode.POSITIVE),
         schema.as_strategy(generation_mode=GenerationMode.NEGATIVE),
@@ -96,8 +115,11 @@ def test_no_input_causes_a_server_error(schema: Any) -> None:
     )
     @given(case=strategy)
     def fuzz(case: Any) -> None:
-        response = case.call_and_validate(headers=bearer(WRITE_KEY), checks=checks_for(case))
+        checks = checks_for(case)
+        response = case.call_and_validate(headers=bearer(WRITE_KEY), checks=checks)
         calls[case.operation.label] += 1
+        if case.meta.generation.mode.is_negative and negative_data_rejection in checks:
+            refused_checked[case.operation.label] += 1
         status = response.status_code
         assert status < 500, case.as_curl_command()
         if 400 <= status < 500:
@@ -113,3 +135,6 @@ def test_no_input_causes_a_server_error(schema: Any) -> None:
     assert len(calls) == len(list(schema.get_all_operations())), calls
     without_input = {"GET /healthz", "GET /readyz", "GET /metrics"}
     assert all(n >= 50 for label, n in calls.items() if label not in without_input), calls
+    # Operations with query parameters are held to refusing invalid input too.
+    for label in ("GET /v1/users/{user_id}/feed", "GET /v1/items/{item_id}/similar"):
+        assert refused_checked[label] >= 10, refused_checked

@@ -17,7 +17,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,7 +126,7 @@ def test_recsys_serve_listens_on_loopback_only_by_default(
 
 def test_recsys_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
     port = free_port()
-    started = time.monotonic()
+    # A service that did start would never return: the timeout is the failure.
     result = subprocess.run(
         [str(RECSYS), "serve", "--host", "0.0.0.0", "--port", str(port)],
         cwd=tmp_path,
@@ -136,11 +135,10 @@ def test_recsys_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> N
         text=True,
         timeout=180,
     )
-    assert result.returncode != 0
-    assert "RECSYS_API_KEYS" in result.stdout + result.stderr
-    assert time.monotonic() - started < 180
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=3):
-        pass
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "refusing to serve on '0.0.0.0': no API keys are configured" in output
+    assert "Traceback" not in output
 
 
 @pytest.mark.parametrize(
