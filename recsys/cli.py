@@ -402,6 +402,12 @@ def evaluate(
         name = path.name
     else:
         raise _fail("--dataset must be store, movielens or lastfm")
+    if protocol == "temporal" and events["timestamp"].nunique() <= 1:
+        # Last.fm's play counts carry no time: a "temporal" holdout would be file order.
+        raise _fail(
+            f"every event of {name} has the same timestamp, so a temporal split would only "
+            "follow file order; use --protocol stratified"
+        )
     data = prepare(name, items, events, settings)
     result = run_evaluation(
         data,

@@ -77,3 +77,27 @@ def test_the_cli_runs_as_a_module() -> None:
         [sys.executable, "-m", "recsys.cli", "--help"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and "train" in done.stdout
+
+
+def test_cli_refuses_a_temporal_split_of_timeless_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from recsys import config
+    from recsys.cli import app
+
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RECSYS_DATABASE_URL", raising=False)
+    config.get_settings.cache_clear()
+    events = tmp_path / "plays.csv"
+    rows = [f"u{u},i{(u * 7 + k) % 40},play,1304208000" for u in range(30) for k in range(8)]
+    events.write_text("user_id,item_id,type,timestamp\n" + "\n".join(rows) + "\n")
+    try:
+        runner = CliRunner()
+        assert runner.invoke(app, ["import", "events", str(events)]).exit_code == 0
+        result = runner.invoke(app, ["evaluate", "--protocol", "temporal"])
+        assert result.exit_code == 1
+        assert "use --protocol stratified" in result.output
+    finally:
+        config.get_settings.cache_clear()
