@@ -21,6 +21,7 @@ return, the text ``\\N``) is stored as sent: ``test_hard_text_is_rejected_or_sto
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Iterator
@@ -192,8 +193,11 @@ def rejects_of(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def check_import(store: Store, settings: Settings, path: Path, rows: int) -> list[int]:
-    """Import ``path`` twice and check the accounting; return the accepted line numbers."""
+def check_import(
+    store: Store, settings: Settings, path: Path, rows: int, lines: set[int] | None = None
+) -> set[int]:
+    """Import ``path`` twice and check the accounting; return the rejected line numbers,
+    which must be among ``lines`` (where the rows start) when given."""
     rejects = path.with_name(path.name + ".rejects.csv")
     rejects.unlink(missing_ok=True)
     first = import_file(store, settings, "events", path, rejects_path=rejects)
@@ -201,8 +205,8 @@ def check_import(store: Store, settings: Settings, path: Path, rows: int) -> lis
     assert first.inserted + first.duplicates + first.rejected == rows
     rejected = rejects_of(rejects)
     assert len(rejected) == first.rejected
-    lines = [int(r["line"]) for r in rejected]
-    assert len(set(lines)) == len(lines), "a row was rejected twice"
+    rejected_lines = [int(r["line"]) for r in rejected]
+    assert len(set(rejected_lines)) == len(rejected_lines), "a row was rejected twice"
     assert all(r["reason"].strip() for r in rejected), "a reject without a reason"
     with store.read() as conn:
         assert count_events(conn) == first.inserted
@@ -213,10 +217,12 @@ def check_import(store: Store, settings: Settings, path: Path, rows: int) -> lis
     assert second.inserted == 0
     assert second.duplicates == first.inserted + first.duplicates
     assert second.rejected == first.rejected
-    assert sorted(int(r["line"]) for r in rejects_of(rejects)) == sorted(lines)
+    assert sorted(int(r["line"]) for r in rejects_of(rejects)) == sorted(rejected_lines)
     with store.read() as conn:
         assert count_events(conn) == first.inserted
-    return sorted(set(range(1, rows + 2)) - set(lines))
+    if lines is not None:
+        assert set(rejected_lines) <= lines, "a reject names a line no row starts on"
+    return set(rejected_lines)
 
 
 def stored_pairs(store: Store) -> set[tuple[str, str]]:
@@ -242,13 +248,13 @@ def test_any_jsonl_file_is_accounted_for_row_by_row(
     fresh(store)
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    accepted = check_import(store, settings, path, rows=len(lines))
+    rejected = check_import(
+        store, settings, path, rows=len(lines), lines=set(range(1, len(lines) + 1))
+    )
     # Accepted rows whose ids are text are stored with exactly those ids. (A row with an
     # event_id may be the duplicate of another row with other ids, so only rows without.)
     pairs = stored_pairs(store)
-    for line in accepted:
-        if line > len(lines):
-            continue
+    for line in set(range(1, len(lines) + 1)) - rejected:
         row = json.loads(lines[line - 1])
         assert isinstance(row, dict)
         user, item = row.get("user_id"), row.get("item_id")
@@ -282,15 +288,23 @@ def test_any_csv_file_is_accounted_for_row_by_row(
 ) -> None:
     fresh(store)
     path = tmp_path / "events.csv"
+    # Rejects name the file line a row starts on, and a quoted id may hold line breaks:
+    # note where each row starts as it is written.
+    starts: dict[int, dict[str, str]] = {}
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
-    accepted = check_import(store, settings, path, rows=len(rows))
+        line = 2
+        for row in rows:
+            text = io.StringIO()
+            csv.DictWriter(text, fieldnames=list(rows[0])).writerow(row)
+            handle.write(text.getvalue())
+            starts[line] = row
+            line += text.getvalue().count("\n")
+    rejected = check_import(store, settings, path, rows=len(rows), lines=set(starts))
     pairs = stored_pairs(store)
-    for line in accepted:
-        if 2 <= line <= len(rows) + 1:
-            row = rows[line - 2]  # line 1 is the header
+    for line, row in starts.items():
+        if line not in rejected:
             assert (row["user_id"], row["item_id"]) in pairs
 
 
