@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+from pydantic import ValidationError
 
 from recsys.config import get_settings
 from recsys.store import open_store
@@ -51,6 +52,15 @@ def _main(
     )
     for noisy in ("alembic", "httpx", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        get_settings()
+    except ValidationError as exc:
+        # A bad RECSYS_* variable: say which and why, once, instead of a traceback.
+        problems = "; ".join(
+            f"RECSYS_{'__'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise _fail(f"invalid configuration: {problems}") from None
 
 
 # --- db ---------------------------------------------------------------------------------

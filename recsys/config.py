@@ -222,20 +222,32 @@ class Settings(BaseSettings):
     def artifacts_dir(self) -> Path:
         return self.home / "models"
 
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys_parse(cls, value: str) -> str:
+        # A bad scope is a configuration error, reported when the settings load.
+        _parse_api_keys(value)
+        return value
+
     def parsed_api_keys(self) -> dict[str, str]:
         """Map each configured key to its scope."""
-        keys: dict[str, str] = {}
-        for part in self.api_keys.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            key, _, scope = part.rpartition(":")
-            if not key:
-                key, scope = scope, "read"
-            if scope not in ("read", "write"):
-                raise ValueError(f"API key scope must be read or write, got {scope!r}")
-            keys[key] = scope
-        return keys
+        return _parse_api_keys(self.api_keys)
+
+
+def _parse_api_keys(text: str) -> dict[str, str]:
+    """``key:read,key:write`` as {key: scope}; a key given without a scope reads only."""
+    keys: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, _, scope = part.rpartition(":")
+        if not key:
+            key, scope = scope, "read"
+        if scope not in ("read", "write"):
+            raise ValueError(f"API key scope must be read or write, got {scope!r}")
+        keys[key] = scope
+    return keys
 
 
 @lru_cache(maxsize=1)

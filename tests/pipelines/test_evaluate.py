@@ -101,3 +101,30 @@ def test_cli_refuses_a_temporal_split_of_timeless_events(
         assert "use --protocol stratified" in result.output
     finally:
         config.get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("RECSYS_API_KEYS", "k:admin", "RECSYS_API_KEYS: Value error, API key scope"),
+        ("RECSYS_SIGNALS__LIKE", "abc", "RECSYS_SIGNALS__LIKE: Input should be a valid number"),
+    ],
+)
+def test_a_bad_setting_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from recsys import config
+    from recsys.cli import app
+
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(variable, value)
+    config.get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["models", "list"])
+    finally:
+        config.get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert f"error: invalid configuration: {named}" in result.output
+    assert "Traceback" not in result.output
