@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -183,7 +184,7 @@ class Catalogue:
     rankings: dict[str, tuple[int, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def rows(self, item_ids: Iterable[str]) -> np.ndarray:
-        return np.fromiter((self.index.get(i, -1) for i in item_ids), dtype=np.int64)
+        return np.fromiter(map(self.index.get, item_ids, itertools.repeat(-1)), dtype=np.int64)
 
     def ranking(self, name: str, score: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Rows with a finite ``score``, best first (ties by row), and every row's score;
@@ -722,7 +723,7 @@ class Recommender:
         if penalty is not None:
             scores = scores - penalty
 
-        categories = [catalogue.categories[r] if r >= 0 else None for r in rows]
+        categories = np.where(rows >= 0, catalogue.categories[np.maximum(rows, 0)], None)
         liked_categories = set(catalogue.categories[positive_rows].tolist())
         chosen = self._diversify(
             scores, vectors, categories, limit, one_category=len(liked_categories) == 1
@@ -863,7 +864,7 @@ class Recommender:
         self,
         scores: np.ndarray,
         vectors: np.ndarray,
-        categories: list[Any],
+        categories: Sequence[Any],
         limit: int,
         *,
         one_category: bool,

@@ -107,7 +107,7 @@ def edge_filter(
             must.append(
                 qe.FieldCondition("created_at", range=qe.RangeFloat(gt=filters.created_after))
             )
-        if filters.exclude_ids and excluded is not None and not exclude_point_ids:
+        if filters.exclude_ids and excluded is not None:
             key = tuple(filters.exclude_ids)
             if key not in excluded:
                 excluded[key] = qe.HasIdCondition(set(map(_point_uuid, key)))
@@ -115,6 +115,8 @@ def edge_filter(
         elif filters.exclude_ids:
             exclude_point_ids = [*exclude_point_ids, *map(_point_uuid, filters.exclude_ids)]
     if exclude_point_ids:
+        # A second condition beside a cached exclusion, rather than a copy of it: a point
+        # matching any must_not condition is out either way.
         must_not.append(qe.HasIdCondition(set(exclude_point_ids)))
     if not must and not must_not:
         return None
@@ -403,7 +405,7 @@ class EdgeIndex(VectorIndex):
                 # The examples never come back (usually they are excluded already).
                 extra = [_point_uuid(i) for i in (*positives, *negatives) if i not in excluded]
                 if extra:
-                    query_filter = edge_filter(query.filters, extra)
+                    query_filter = edge_filter(query.filters, extra, excluded=exclusions)
             requests.append(
                 qe.QueryRequest(
                     limit=int(query.limit),
