@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,9 +51,10 @@ def test_movielens_report_has_every_section_and_the_feed_beats_popularity(tmp_pa
     assert len(frame) and (frame["delta"].fillna(0) == 0).all()
 
 
-def test_cli_evaluate_on_an_empty_store_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """``cli("evaluate", ...)`` runs the CLI in process on an empty embedded home; set more
+    RECSYS_* variables with monkeypatch before calling it."""
     from typer.testing import CliRunner
 
     from recsys import config
@@ -59,14 +62,21 @@ def test_cli_evaluate_on_an_empty_store_says_so(
 
     monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("RECSYS_DATABASE_URL", raising=False)
-    config.get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(app, ["evaluate"])
-        assert result.exit_code == 1
-        assert "the store has no events" in result.output
-        assert result.exception is None or isinstance(result.exception, SystemExit)
-    finally:
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
         config.get_settings.cache_clear()
+        return runner.invoke(app, list(args))
+
+    yield run
+    config.get_settings.cache_clear()
+
+
+def test_cli_evaluate_on_an_empty_store_says_so(cli: Callable[..., Any]) -> None:
+    result = cli("evaluate")
+    assert result.exit_code == 1
+    assert "the store has no events" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_the_cli_runs_as_a_module() -> None:
@@ -80,27 +90,15 @@ def test_the_cli_runs_as_a_module() -> None:
 
 
 def test_cli_refuses_a_temporal_split_of_timeless_events(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from typer.testing import CliRunner
-
-    from recsys import config
-    from recsys.cli import app
-
-    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("RECSYS_DATABASE_URL", raising=False)
-    config.get_settings.cache_clear()
     events = tmp_path / "plays.csv"
     rows = [f"u{u},i{(u * 7 + k) % 40},play,1304208000" for u in range(30) for k in range(8)]
     events.write_text("user_id,item_id,type,timestamp\n" + "\n".join(rows) + "\n")
-    try:
-        runner = CliRunner()
-        assert runner.invoke(app, ["import", "events", str(events)]).exit_code == 0
-        result = runner.invoke(app, ["evaluate", "--protocol", "temporal"])
-        assert result.exit_code == 1
-        assert "use --protocol stratified" in result.output
-    finally:
-        config.get_settings.cache_clear()
+    assert cli("import", "events", str(events)).exit_code == 0
+    result = cli("evaluate", "--protocol", "temporal")
+    assert result.exit_code == 1
+    assert "use --protocol stratified" in result.output
 
 
 @pytest.mark.parametrize(
@@ -111,20 +109,14 @@ def test_cli_refuses_a_temporal_split_of_timeless_events(
     ],
 )
 def test_a_bad_setting_is_one_clear_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    named: str,
 ) -> None:
-    from typer.testing import CliRunner
-
-    from recsys import config
-    from recsys.cli import app
-
-    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv(variable, value)
-    config.get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(app, ["models", "list"])
-    finally:
-        config.get_settings.cache_clear()
+    result = cli("models", "list")
     assert result.exit_code == 1
     assert f"error: invalid configuration: {named}" in result.output
     assert "Traceback" not in result.output
