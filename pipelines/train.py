@@ -38,7 +38,7 @@ from recsys.models.base import EmbeddingModel
 from recsys.signals import InteractionBuilder, newest_per_user
 from recsys.store import Store
 from recsys.store import runs as registry
-from recsys.store.catalog import load_items
+from recsys.store.catalog import catalogue_updated_through, load_items
 from recsys.store.events import (
     TRAINING_COLUMNS,
     count_events,
@@ -53,6 +53,10 @@ ARTIFACT_FORMAT_VERSION = 1
 GATE_K = 10
 GATE_MAX_USERS = 5_000
 MODEL_NAMES = ("als", "hybrid", "content")
+
+
+# Any fixed 64-bit number, other than the migrations' one.
+TRAINING_LOCK_KEY = 0x7265637379730002
 
 
 class TrainingError(RuntimeError):
@@ -261,8 +265,31 @@ def cleanup_artifacts(artifacts_dir: Path, keep: set[str]) -> list[str]:
 
 def train(store: Store, settings: Settings, *, force: bool = False) -> TrainResult:
     """Run the nightly job once. Raises ``TrainingError``/``GateRefused`` on refusal."""
-    with training_lock(settings.home):
+    with training_lock(settings.home), shared_training_lock(store):
         return _train_locked(store, settings, force=force)
+
+
+@contextmanager
+def shared_training_lock(store: Store) -> Iterator[None]:
+    """One training run at a time across machines that share a PostgreSQL store.
+
+    The home's file lock only covers one machine; on a Qdrant server, a second trainer's
+    begin() would remove the first one's unfinished version. A session advisory lock on a
+    connection held for the run: a killed run's lock ends with its connection.
+    """
+    if store.dialect != "postgresql":
+        yield
+        return
+    with store.engine.connect() as conn:
+        # Autocommit: the connection must not sit idle in a transaction for hours.
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        held = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({TRAINING_LOCK_KEY})").scalar()
+        if not held:
+            raise TrainingError("another training run is in progress (on this store)")
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({TRAINING_LOCK_KEY})")
 
 
 def _train_locked(store: Store, settings: Settings, *, force: bool) -> TrainResult:
@@ -356,6 +383,9 @@ def _run_stages(
 ) -> None:
     with stages.stage("read"):
         with store.read() as conn:
+            # Items upserted after this are not in the version: the service indexes them
+            # into it when it goes live (see Recommender._catch_up_items).
+            catalogue_through = catalogue_updated_through(conn)
             items = load_items(conn)
             newest = float(event_time_range(conn)[1] or 0.0)
         builder = InteractionBuilder(
@@ -427,6 +457,7 @@ def _run_stages(
                     "trained_at": newest,
                     "models": list(models),
                     "data_stats": result.data_stats,
+                    "catalogue_through": catalogue_through,
                 }
             )
         )

@@ -135,6 +135,15 @@ class Settings(BaseSettings):
         default=None, description="Qdrant server URL; default is embedded Qdrant Edge."
     )
     qdrant_api_key: str | None = None
+    # Seconds a call to the Qdrant server may take before it fails (the feed then serves
+    # popularity from the store, marked degraded).
+    qdrant_timeout: int = Field(default=10, gt=0)
+    # Shards and replicas of each new version's collections on a Qdrant cluster.
+    qdrant_shards: int = Field(default=1, gt=0)
+    qdrant_replicas: int = Field(default=1, gt=0)
+    # Model artifacts (factors, encoders): every service and the trainer must see the same
+    # directory, so on several machines it is shared storage. Default: <home>/models.
+    models_dir: Path | None = None
     # Extra event types and the weight each one contributes, e.g. {"share": 3, "purchase": 6}.
     custom_event_types: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
     signals: SignalWeights = Field(default_factory=SignalWeights)
@@ -220,7 +229,7 @@ class Settings(BaseSettings):
 
     @property
     def artifacts_dir(self) -> Path:
-        return self.home / "models"
+        return self.models_dir if self.models_dir is not None else self.home / "models"
 
     @field_validator("api_keys")
     @classmethod

@@ -255,6 +255,8 @@ class ServingState:
     content_model: ContentModel
     catalogue: Catalogue
     reference_dwell: float
+    # The newest item update the training run read: later upserts are not in its index.
+    catalogue_through: float = math.inf
     lock: threading.Lock = field(default_factory=threading.Lock)
     # When another version replaced this one (None while it serves).
     retired_at: float | None = None
@@ -329,7 +331,8 @@ class Recommender:
                     missed_since = reclaimed.retired_at or loading_since
                 else:
                     state = self._load_state(live)
-                    missed_since = loading_since
+                    # Items upserted while the version trained are missing from it too.
+                    missed_since = min(loading_since, state.catalogue_through)
             except Exception as exc:
                 self._index_error = f"{type(exc).__name__}: {exc}"
                 log.exception("could not load model version %s; keeping the current one", live)
@@ -393,6 +396,7 @@ class Recommender:
             content_model=content_model,
             catalogue=catalogue,
             reference_dwell=float(manifest.get("data_stats", {}).get("reference_dwell", 60.0)),
+            catalogue_through=float(manifest.get("catalogue_through", math.inf)),
         )
 
     def _build_catalogue(

@@ -187,3 +187,9 @@ def items_with_any_tag(dialect: str, tags: Collection[str]) -> TextualSelect:
             "WHERE tag.value IN :tags"
         ).bindparams(bindparam("tags", value=wanted, expanding=True))
     return statement.columns(item_id=String)
+
+
+def catalogue_updated_through(conn: Connection) -> float:
+    """The newest ``updated_at`` in the catalogue (0 when it is empty)."""
+    newest = conn.execute(select(func.max(items.c.updated_at))).scalar()
+    return float(newest) if newest is not None else 0.0

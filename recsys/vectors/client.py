@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from recsys.vectors.base import (
     INDEXED_ITEM_FIELDS,
@@ -123,15 +124,22 @@ class ClientIndex(VectorIndex):
         *,
         metadata: Mapping[str, Any] | None = None,
         hnsw_ef: int | None = None,
+        shards: int = 1,
+        replicas: int = 1,
     ) -> ClientIndex:
-        """Create both collections (which must not exist) with their payload indexes."""
+        """Create both collections (which must not exist) with their payload indexes, split
+        into ``shards`` shards of ``replicas`` copies each on a cluster."""
         dims = validate_dims(dims)
         vectors = {
             name: models.VectorParams(size=dim, distance=_DISTANCES[VECTOR_DISTANCES[name]])
             for name, dim in dims.items()
         }
         client.create_collection(
-            items_collection, vectors_config=vectors, metadata=dict(metadata or {})
+            items_collection,
+            vectors_config=vectors,
+            metadata=dict(metadata or {}),
+            shard_number=shards,
+            replication_factor=replicas,
         )
         # User vectors are only ever fetched by id, never searched: m=0 builds no HNSW graph.
         client.create_collection(
@@ -139,6 +147,8 @@ class ClientIndex(VectorIndex):
             vectors_config=vectors,
             hnsw_config=models.HnswConfigDiff(m=0),
             metadata=dict(metadata or {}),
+            shard_number=shards,
+            replication_factor=replicas,
         )
         with warnings.catch_warnings():
             # Local mode has no payload indexes and says so; the server builds them.
@@ -229,8 +239,10 @@ class ClientIndex(VectorIndex):
 
         try:
             return query(positives, negatives)
-        except Exception:
-            # Qdrant rejects examples it cannot find; retry with those that exist.
+        except (UnexpectedResponse, ValueError):
+            # Qdrant rejects examples it cannot find (a 4xx from a server, a ValueError in
+            # local mode); retry with those that exist. A timeout or a server that is down
+            # is not that, and is not retried.
             found = self.get_item_vectors([*positives, *negatives], vector_name)
             if len(found) == len(positives) + len(negatives):
                 raise
@@ -325,13 +337,19 @@ class ClientStore(VectorStore):
         prefix: str = "",
         hnsw_ef: int | None = None,
         owns_client: bool = False,
+        shards: int = 1,
+        replicas: int = 1,
     ) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
+        if shards < 1 or replicas < 1:
+            raise ValueError(f"shards and replicas must be at least 1, got {shards}, {replicas}")
         self.client = client
         self.keep = keep
         self.prefix = prefix
         self.hnsw_ef = hnsw_ef
+        self.shards = shards
+        self.replicas = replicas
         self._owns_client = owns_client
 
     # Names.
@@ -363,7 +381,14 @@ class ClientStore(VectorStore):
         metadata = {"recsys_version": version, STATE_KEY: "building", "recsys_dims": dims}
         try:
             index = ClientIndex.create(
-                self.client, items, users, dims, metadata=metadata, hnsw_ef=self.hnsw_ef
+                self.client,
+                items,
+                users,
+                dims,
+                metadata=metadata,
+                hnsw_ef=self.hnsw_ef,
+                shards=self.shards,
+                replicas=self.replicas,
             )
         except BaseException:
             self._drop(version)

@@ -321,8 +321,18 @@ def open_vector_store(settings: Settings | None = None) -> VectorStore:
 
         from recsys.vectors.client import ClientStore
 
-        client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
-        return ClientStore(client, keep=settings.keep_versions, owns_client=True)
+        client = QdrantClient(
+            url=settings.qdrant_url,
+            api_key=settings.qdrant_api_key,
+            timeout=settings.qdrant_timeout,
+        )
+        return ClientStore(
+            client,
+            keep=settings.keep_versions,
+            owns_client=True,
+            shards=settings.qdrant_shards,
+            replicas=settings.qdrant_replicas,
+        )
 
     from recsys.vectors.edge import EdgeStore
 

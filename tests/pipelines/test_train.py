@@ -225,3 +225,46 @@ def test_top_unseen_matches_the_dense_ranking(seed: int) -> None:
         want = expected[user][: min(k, unseen_count)]
         assert got[user][: len(want)].tolist() == want.tolist()
         assert (got[user][len(want) :] == -1).all()
+
+
+def test_one_training_run_at_a_time_across_machines_sharing_postgres(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # Two machines have two homes, so the home's lock file cannot keep their runs apart.
+    from sqlalchemy import create_engine
+
+    from pipelines.train import TRAINING_LOCK_KEY
+
+    settings = Settings(home=tmp_path / "other-machine", _env_file=None)  # type: ignore[call-arg]
+    store = Store(make_engine(postgres_url))
+    holder = create_engine(postgres_url)
+    try:
+        with holder.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({TRAINING_LOCK_KEY})")
+            with pytest.raises(TrainingError, match="another training run"):
+                train(store, settings)
+            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({TRAINING_LOCK_KEY})")
+        # Free again: this run gets as far as the empty store.
+        with pytest.raises(TrainingError, match="no events yet"):
+            train(store, settings)
+    finally:
+        holder.dispose()
+        store.dispose()
+
+
+def test_models_can_live_on_storage_shared_between_machines(tmp_path: Path) -> None:
+    catalogue = pd.DataFrame({"item_id": [f"i{i}" for i in range(30)], "title": ["jazz"] * 30})
+    likes = [(f"u{u}", f"i{(u + k) % 30}", "like", 1.7e9 + k) for u in range(20) for k in range(9)]
+    store, settings = _small_store(tmp_path / "trainer", likes, catalogue)
+    shared = tmp_path / "shared-models"
+    trainer = settings.model_copy(update={"models_dir": shared})
+    result = train(store, trainer)
+    assert (shared / result.version / "manifest.json").is_file()
+    assert not (tmp_path / "trainer" / "models").exists()
+    # A service reads the models from there too (the embedded vectors stay in the home; on
+    # several machines they would be on a Qdrant server).
+    recommender = Recommender.open(store, trainer)
+    try:
+        assert recommender.model_version == result.version
+    finally:
+        recommender.close()

@@ -238,10 +238,55 @@ def test_factory_server(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_client(":memory:")
 
     monkeypatch.setattr(qdrant_client, "QdrantClient", fake_client)
-    settings = Settings(qdrant_url="http://qdrant:6333", qdrant_api_key="k", keep_versions=2)
+    settings = Settings(
+        qdrant_url="http://qdrant:6333",
+        qdrant_api_key="k",
+        keep_versions=2,
+        qdrant_timeout=3,
+        qdrant_shards=4,
+        qdrant_replicas=2,
+    )
     store = open_vector_store(settings)
     assert isinstance(store, ClientStore) and store.keep == 2
-    assert seen == {"url": "http://qdrant:6333", "api_key": "k"}
+    assert seen == {"url": "http://qdrant:6333", "api_key": "k", "timeout": 3}
+    # Every version's collections are laid out as configured.
+    created: list[dict[str, object]] = []
+    create_collection = store.client.create_collection
+
+    def recording(name: str, **kwargs: object) -> bool:
+        created.append({"name": name, **kwargs})
+        return create_collection(name, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.client, "create_collection", recording)
+    with store.begin("v1", SMALL) as build:
+        build.upsert_items(["a"], {"als": np.ones((1, 8)), "content": np.ones((1, 4))})
+    assert [(c["shard_number"], c["replication_factor"]) for c in created] == [(4, 2), (4, 2)]
+    store.close()
+
+
+def test_a_server_that_does_not_answer_is_not_asked_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A recommend query whose examples are missing is retried with those that exist; a
+    # timeout is not that, and retrying it doubled the wait.
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    store = new_store("client", Path("unused"))
+    items = small_items(3)
+    build(store, "v1", items)
+    store.activate("v1")
+    calls = {"n": 0}
+
+    def hanging(*args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        raise ResponseHandlingException(TimeoutError("timed out"))
+
+    with store.open_live() as index:
+        for method in ("query_points", "retrieve"):
+            monkeypatch.setattr(index.client, method, hanging)  # type: ignore[attr-defined]
+        with pytest.raises(ResponseHandlingException):
+            index.recommend("als", [items.ids[0]], [], 5)
+    assert calls["n"] == 1
     store.close()
 
 
