@@ -1028,11 +1028,15 @@ class Recommender:
         """Store items, embed them with the saved encoders and index them at once."""
         with self.store.transaction() as conn:
             counts = upsert_items(conn, valid)
-        state = self._state
-        if state is None or valid.empty:
+        if valid.empty:
             return counts
-        with state.lock:
-            self._index_items(state, valid.reset_index(drop=True))
+        indexed: ServingState | None = None
+        # A swap may land while this indexes (and the new state's catch-up may have read
+        # the store before this commit became visible): index into each state that was live.
+        while (state := self._state) is not None and state is not indexed:
+            with state.lock:
+                self._index_items(state, valid.reset_index(drop=True))
+            indexed = state
         return counts
 
     def _index_items(self, state: ServingState, items: pd.DataFrame) -> None:

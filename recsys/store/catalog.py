@@ -165,6 +165,9 @@ def load_items(
     for column in ("created_at", "duration_seconds"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
     frame["tags"] = [list(t) if t else [] for t in frame["tags"]]
+    # pandas reads a column of text and NULLs as text and NaN; an absent category is None
+    # (payloads and JSON have no NaN).
+    frame["category"] = frame["category"].astype(object).where(frame["category"].notna(), None)
     return frame
 
 

@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,12 @@ class Store:
         self.engine = engine
         self._migrated = False
         self._lock = threading.Lock()
+        # An in-memory SQLite database is one connection shared by every thread: take turns.
+        self._one_at_a_time: AbstractContextManager[Any] = (
+            threading.RLock()
+            if engine.dialect.name == "sqlite" and _in_memory(engine.url.database)
+            else nullcontext()
+        )
 
     @property
     def url(self) -> str:
@@ -149,14 +155,14 @@ class Store:
     def transaction(self) -> Iterator[Connection]:
         """The one place that commits: commit on success, roll back on any exception."""
         self.ensure_schema()
-        with self.engine.begin() as conn:
+        with self._one_at_a_time, self.engine.begin() as conn:
             yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection for reads; nothing is committed through it."""
         self.ensure_schema()
-        with self.engine.connect() as conn:
+        with self._one_at_a_time, self.engine.connect() as conn:
             yield conn
 
     def table_names(self) -> list[str]:

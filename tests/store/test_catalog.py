@@ -61,3 +61,17 @@ def test_items_with_any_tag_on_either_store(store: Store) -> None:
         assert holders("rock", "jazz") == {"a", "b"}
         assert holders("o'quote") == {"d"}
         assert holders("none-such") == set()
+
+
+def test_an_absent_category_loads_as_none_not_nan(store: Store) -> None:
+    # Regression: NaN reached the index's payload check when the service caught up on
+    # items upserted during a swap, and failed the whole catch-up batch.
+    frame = pd.DataFrame(
+        [{"item_id": "with", "title": "A", "category": "jazz"}, {"item_id": "without"}]
+    )
+    with store.transaction() as conn:
+        upsert_items(conn, validate_items(frame).valid)
+    with store.read() as conn:
+        loaded = load_items(conn).set_index("item_id")["category"].to_dict()
+        recent = load_items(conn, updated_since=0.0).set_index("item_id")["category"].to_dict()
+    assert loaded == recent == {"with": "jazz", "without": None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from typing import Any
 
 from alembic import command
@@ -84,6 +85,28 @@ def test_an_in_memory_sqlite_store_migrates_and_keeps_its_rows() -> None:
         with store.read() as conn:
             assert conn.exec_driver_sql("select user_id from users").scalars().all() == ["u"]
         assert set(store.table_names()) >= TABLES
+        # Its one connection is shared by every thread: transactions must take turns.
+        failures: list[BaseException] = []
+
+        def write(thread: int) -> None:
+            for n in range(100):
+                try:
+                    with store.transaction() as conn:
+                        conn.exec_driver_sql(
+                            "insert into users (user_id, first_seen, attributes) "
+                            f"values ('t{thread}-{n}', 1.0, '{{}}')"
+                        )
+                except BaseException as exc:
+                    failures.append(exc)
+
+        writers = [threading.Thread(target=write, args=(t,)) for t in range(4)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join()
+        assert not failures
+        with store.read() as conn:
+            assert conn.exec_driver_sql("select count(*) from users").scalar() == 401
         store.downgrade("base")
         assert not (TABLES & set(store.table_names()))
     finally:
