@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
+import itertools
 import json
-import re
 import sys
 import time
 import warnings
@@ -121,114 +122,199 @@ def read_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
 def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     """CSV (or TSV) rows as text, each with the file line it starts on.
 
-    pandas' C parser (about four times faster than Python's csv module here) reads one
-    column more than the header names, so a row with a surplus field is a reject instead of
-    shifting every column by one (pandas takes an extra first-row field as an index) or
-    failing the file; rows wider still are skipped by the parser, which says which. Blank
-    lines and line breaks inside quoted values are counted, so reject line numbers stay
-    right after them.
+    Two readers. pandas' C parser is about four times faster than Python's csv module, but
+    it numbers records rather than lines, drops a too-wide row (or, on the first row,
+    shifts every column by one), and fails the whole file on a byte that is not UTF-8. So it
+    reads while every record is one plain line of at most the header's width, and a chunk
+    with anything else (a quoted line break, a blank or empty row, a surplus field, a
+    parser warning, bad bytes) is read again, with the rest of the file, by the csv module,
+    which reports each record where it starts and rejects a bad one alone.
     """
     gzipped = path.suffix.lower() == ".gz"
     base = path.with_suffix("") if gzipped else path
     delimiter = "\t" if base.suffix.lower() == ".tsv" else ","
-    compression = "gzip" if gzipped else None
-    try:
-        header = pd.read_csv(
-            path, sep=delimiter, nrows=0, index_col=False, compression=compression
-        ).columns.tolist()
-    except pd.errors.EmptyDataError:
-        raise ImportError_(f"{path}: the file is empty; expected a header line") from None
-    try:
-        yield from _csv_frames(path, header, delimiter, compression, chunk_rows)
-    except UnicodeDecodeError as exc:
-        # The whole file: pandas cannot tell which record held the bytes.
-        raise ImportError_(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    header, header_records, header_lines = _csv_header(path, gzipped, delimiter)
+    done = 0
+    # The fast reader skips one physical line for the header: anything else before the
+    # first record (blank lines, a header with a quoted line break) goes the exact way.
+    if header_records == 1 and header_lines == 1:
+        try:
+            for chunk in _csv_fast(path, gzipped, delimiter, header, chunk_rows):
+                yield chunk
+                done += len(chunk.frame)
+            return
+        except _NeedsExactReader:
+            pass
+    # Every record the fast reader gave was one line.
+    yield from _csv_exact(
+        path, gzipped, delimiter, header, header_records + done, header_lines + done, chunk_rows
+    )
 
 
-def _csv_frames(
-    path: Path, header: list[str], delimiter: str, compression: str | None, chunk_rows: int
+class _NeedsExactReader(Exception):
+    """A chunk the fast reader cannot number or split exactly."""
+
+
+def _csv_text(path: Path, gzipped: bool) -> io.TextIOWrapper:
+    binary: Any = gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115
+    # utf-8-sig drops a byte order mark; undecodable bytes become lone surrogates, which
+    # reject their row instead of stopping the file.
+    return io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _csv_header(path: Path, gzipped: bool, delimiter: str) -> tuple[list[str], int, int]:
+    """The header's names, and the records and lines (counted by line feeds) up to and
+    including it."""
+    records = lines = 0
+    header: list[str] | None = None
+    with _csv_text(path, gzipped) as text:
+        for row in csv.reader(text, delimiter=delimiter):
+            records += 1
+            lines += _lines_of(row)
+            if row:
+                header = row
+                break
+    if header is None:
+        raise ImportError_(f"{path}: the file is empty; expected a header line")
+    if not _is_utf8("".join(header)):
+        raise ImportError_(f"{path}: the header line is not valid UTF-8")
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise ImportError_(f"{path}: the header names {duplicated} more than once")
+    return header, records, lines
+
+
+def _lines_of(row: list[str]) -> int:
+    """The lines a csv record takes, counted as line feeds are (a carriage return alone is
+    not counted as a line break, as ``wc -l`` does not count it)."""
+    return 1 + sum(field.count("\n") for field in row)
+
+
+def _csv_fast(
+    path: Path,
+    gzipped: bool,
+    delimiter: str,
+    header: list[str],
+    chunk_rows: int,
 ) -> Iterator[Chunk]:
     width = len(header)
     with open(path, "rb") as handle, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", pd.errors.ParserWarning)
-        reader = pd.read_csv(
-            handle,
-            sep=delimiter,
-            header=None,
-            skiprows=1,
-            names=list(range(width + 1)),
-            # Everything as text: ids like "007" must stay literal, and "NA" is a valid id.
-            dtype=str,
-            keep_default_na=False,
-            na_values=[""],
-            index_col=False,
-            skip_blank_lines=False,
-            on_bad_lines="warn",
-            chunksize=chunk_rows,
-            compression=compression,
-            encoding="utf-8-sig",
-        )
-        # pandas numbers records, not lines: the header is record 1, a blank line is one.
-        skipped: list[int] = []  # records the parser dropped (too many fields)
-        next_record, extra_lines, position = 2, 0, 0
-        frames = iter(reader)
-        while True:
-            try:
-                frame = next(frames)
-            except StopIteration:
-                break
-            skipped.extend(_skipped_records(caught))
-            caught.clear()
-            records = _records_after(next_record, len(frame), skipped)
-            next_record = int(records[-1]) + 1 if len(records) else next_record
-            # A quoted value holding line breaks makes its record span more lines.
-            breaks = np.zeros(len(frame), dtype=np.int64)
-            for column in range(width):
-                values = frame[column]
-                if values.str.contains("\n", regex=False).any():
-                    breaks += values.str.count("\n").fillna(0).to_numpy(np.int64)
-            lines = records + extra_lines + np.concatenate(([0], np.cumsum(breaks)[:-1]))
-            extra_lines += int(breaks.sum())
-            malformed = [
-                (int(record + extra_lines), f"more fields than the header's {width}")
-                for record in skipped
-                if record < next_record
-            ]
-            skipped = [record for record in skipped if record >= next_record]
-            surplus = frame[width].notna().to_numpy()
-            malformed += [
-                (int(line), f"more fields than the header's {width}") for line in lines[surplus]
-            ]
-            blank = frame.isna().all(axis=1).to_numpy()
-            keep = ~surplus & ~blank
-            rows = frame.loc[keep, list(range(width))]
-            rows.columns = header
-            now = handle.tell()
-            yield Chunk(rows.reset_index(drop=True), lines[keep], sorted(malformed), now - position)
+        warnings.simplefilter("always")
+        try:
+            reader = pd.read_csv(
+                handle,
+                sep=delimiter,
+                header=None,
+                skiprows=1,
+                # One column more than the header: a surplus field shows instead of shifting.
+                names=list(range(width + 1)),
+                # Everything as text: ids like "007" stay literal, and "NA" is a valid id.
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+                index_col=False,
+                skip_blank_lines=False,
+                on_bad_lines="warn",
+                chunksize=chunk_rows,
+                compression="gzip" if gzipped else None,
+                encoding="utf-8-sig",
+            )
+            frames = iter(reader)
+            line, position = 2, 0
+            while True:
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                if caught or not _plain_records(frame, width):
+                    raise _NeedsExactReader
+                now = handle.tell()
+                rows = frame[list(range(width))]
+                rows.columns = header
+                yield Chunk(rows, np.arange(line, line + len(frame)), [], now - position)
+                line, position = line + len(frame), now
+            if caught:  # about records after the last chunk
+                raise _NeedsExactReader
+        except UnicodeDecodeError:
+            raise _NeedsExactReader from None
+
+
+def _plain_records(frame: pd.DataFrame, width: int) -> bool:
+    """Whether every record of ``frame`` is one line holding at most ``width`` fields, not
+    all of them empty."""
+    if frame[width].notna().any() or frame.isna().all(axis=1).any():
+        return False
+    return not any(
+        frame[column].str.contains(breaker, regex=False).any()
+        for column in range(width)
+        for breaker in ("\n", "\r")
+    )
+
+
+def _csv_exact(
+    path: Path,
+    gzipped: bool,
+    delimiter: str,
+    header: list[str],
+    skip_records: int,
+    line: int,
+    chunk_rows: int,
+) -> Iterator[Chunk]:
+    """The csv module's reader, after the first ``skip_records`` records (the header and the
+    records already read), which end on line ``line``."""
+    with _csv_text(path, gzipped) as text:
+        raw: Any = text.buffer
+        reader = csv.reader(text, delimiter=delimiter)
+        for _ in itertools.islice(reader, skip_records):
+            pass
+        position = raw.tell()
+        while rows := list(itertools.islice(reader, chunk_rows)):
+            spans = np.fromiter(map(_lines_of, rows), np.int64, len(rows))
+            starts = line + 1 + np.concatenate(([0], np.cumsum(spans)[:-1]))
+            line += int(spans.sum())
+            frame, lines, malformed = _csv_rows(rows, header, starts)
+            now = raw.tell()
+            yield Chunk(frame, lines, malformed, now - position)
             position = now
-        # Wide records after the last good one.
-        skipped.extend(_skipped_records(caught))
-        if skipped:
-            empty = pd.DataFrame(columns=header, dtype=object)
-            reason = f"more fields than the header's {width}"
-            trailing = [(int(record + extra_lines), reason) for record in sorted(skipped)]
-            yield Chunk(empty, np.zeros(0, dtype=np.int64), trailing, handle.tell() - position)
 
 
-def _skipped_records(caught: list[warnings.WarningMessage]) -> list[int]:
-    """Record numbers from pandas' "Skipping line N: expected ..." warnings."""
-    found = []
-    for warning in caught:
-        for match in re.finditer(r"Skipping line (\d+):", str(warning.message)):
-            found.append(int(match.group(1)))
-    return found
+def _csv_rows(
+    rows: list[list[str]], header: list[str], starts: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray, list[tuple[int, str]]]:
+    """A chunk of csv module rows (each starting on its line of ``starts``) as a text
+    frame, their lines, and the rows that cannot be one (wrong width, not UTF-8)."""
+    width = len(header)
+    lengths = np.fromiter(map(len, rows), np.int64, len(rows))
+    malformed: list[tuple[int, str]] = []
+    keep = lengths > 0  # a blank line is no record
+    for i in np.flatnonzero(lengths > width):
+        if any(rows[i][width:]):
+            malformed.append((int(starts[i]), f"more fields than the header's {width}"))
+            keep[i] = False
+        else:
+            rows[i] = rows[i][:width]  # a trailing delimiter
+    for i in np.flatnonzero(keep & (lengths < width)):
+        rows[i] = rows[i] + [""] * (width - len(rows[i]))  # a short row lacks its last fields
+    for i in np.flatnonzero(keep):
+        if not _is_utf8("".join(rows[i])):
+            malformed.append((int(starts[i]), "the line is not valid UTF-8"))
+            keep[i] = False
+    kept = [rows[i] for i in np.flatnonzero(keep)]
+    columns = list(zip(*kept, strict=True)) if kept else [()] * width
+    data = {}
+    for name, values in zip(header, columns, strict=True):
+        array = np.array(values, dtype=object)
+        array[array == ""] = None  # only an empty field is missing
+        data[name] = array
+    return pd.DataFrame(data, columns=header), starts[keep], sorted(malformed)
 
 
-def _records_after(first: int, count: int, skipped: list[int]) -> np.ndarray:
-    """The ``count`` record numbers from ``first`` on that the parser did not skip."""
-    gone = np.array(sorted(r for r in skipped if r >= first), dtype=np.int64)
-    candidates = np.arange(first, first + count + len(gone), dtype=np.int64)
-    return np.setdiff1d(candidates, gone, assume_unique=True)[:count]
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:

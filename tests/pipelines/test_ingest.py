@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from pipelines.ingest import ImportError_, import_file
+from pipelines.ingest import ImportError_, import_file, read_chunks
 from recsys.config import Settings
 from recsys.store import Store
 from recsys.store.catalog import load_items
@@ -310,11 +310,33 @@ def test_csv_rows_of_the_wrong_width_are_rejects_and_the_rest_lines_up(
     summary = import_file(store, settings, "events", tail, rejects_path=rejects)
     assert (summary.inserted, summary.rejected) == (1, 1)
     assert pd.read_csv(rejects)["line"].tolist() == [3]
-    # Bytes that are not UTF-8 stop the file with a message, not a traceback.
+    # A row with bytes that are not UTF-8 is rejected alone; a header with them stops the
+    # file with a message, not a traceback.
     broken = tmp_path / "broken.csv"
-    broken.write_bytes(b"user_id,item_id,type,timestamp\nu1,\xff\xfe,like,1709287200\n")
-    with pytest.raises(ImportError_, match="not valid UTF-8"):
+    broken.write_bytes(
+        b"user_id,item_id,type,timestamp\nb1,\xff\xfe,like,1709287300\nb2,i2,like,1709287301\n"
+    )
+    summary = import_file(store, settings, "events", broken, rejects_path=rejects)
+    assert (summary.inserted, summary.rejected) == (1, 1)
+    assert pd.read_csv(rejects)["reason"].tolist() == ["the line is not valid UTF-8"]
+    broken.write_bytes(b"user_\xffid,item_id,type,timestamp\nu1,i1,like,1709287200\n")
+    with pytest.raises(ImportError_, match="header line is not valid UTF-8"):
         import_file(store, settings, "events", broken)
+    # Blank lines before the header, and a row of empty fields (rejected, not skipped).
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text("\n\nuser_id,item_id,type,timestamp\n,,,\nu3,i3,like,1709287202\n")
+    summary = import_file(store, settings, "events", spaced, rejects_path=rejects)
+    assert (summary.inserted, summary.rejected) == (1, 1)
+    assert pd.read_csv(rejects)[["line", "reason"]].values.tolist() == [[4, "missing user_id"]]
+    # A wide first row, then quoted breaks around wide rows: each reject on its own line.
+    wide = tmp_path / "wide.csv"
+    wide.write_text(
+        'a,b\n1,2,,X\n3,4\n"x\ny",2,Z\n5,6\n1,2,"p\nq"\n7,8\n'.replace("a,b", "user_id,item_id")
+    )
+    lines = [line for r in read_chunks(wide, 2) for line in r.row_numbers.tolist()]
+    malformed = [m for r in read_chunks(wide, 2) for m in r.malformed]
+    assert lines == [3, 6, 9]
+    assert [line for line, _ in malformed] == [2, 4, 7]
 
 
 def test_gzipped_tsv_is_read_with_tabs(tmp_path: Path, store: Store, settings: Settings) -> None:
