@@ -182,6 +182,9 @@ class Catalogue:
 
     # Rows ranked by a fixed score: (catalogue size when ranked, ranked rows, scores).
     rankings: dict[str, tuple[int, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # The arrays above as views of these buffers, which have room to grow: the next
+    # catalogue appends into them instead of copying 100k rows (see _extend_catalogue).
+    buffers: dict[str, np.ndarray] = field(default_factory=dict)
 
     def rows(self, item_ids: Iterable[str]) -> np.ndarray:
         return np.fromiter(map(self.index.get, item_ids, itertools.repeat(-1)), dtype=np.int64)
@@ -1086,7 +1089,12 @@ class Recommender:
 
         Copy on write: requests read the catalogue without a lock, so one must never see its
         lists and arrays mid-change (of different lengths). Rows only ever append, so a row
-        number taken from an older catalogue stays valid in every later one.
+        number taken from an older catalogue stays valid in every later one. The lists and
+        the id index are copied (a few ms at 100k items); the arrays grow inside buffers
+        with spare rows that older catalogues' views do not reach, so an upsert does not
+        copy every content vector (at 384 dimensions that was 47 ms and 300 MiB each). A
+        known item's row is updated in place, which older catalogues see too: it is the
+        same item, newer.
         """
         records = items.to_dict("records")
         new_ids = [str(r[ITEM_ID]) for r in records if str(r[ITEM_ID]) not in catalogue.index]
@@ -1097,17 +1105,24 @@ class Recommender:
         index.update({item_id: n_old + k for k, item_id in enumerate(new_ids)})
         titles, tags = [*catalogue.titles, *[""] * n_new], [*catalogue.tags, *[[]] * n_new]
 
-        def grown(array: np.ndarray, fill: Any) -> np.ndarray:
-            out = np.empty((n_old + n_new, *array.shape[1:]), dtype=array.dtype)
-            out[:n_old] = array
-            out[n_old:] = fill
-            return out
+        buffers = dict(catalogue.buffers)
 
-        categories = grown(catalogue.categories, None)
-        created_at = grown(catalogue.created_at, np.nan)
-        durations = grown(catalogue.durations, np.nan)
-        vectors = grown(catalogue.content, 0.0)
-        als_known = grown(catalogue.als_known, -1)
+        def grown(name: str, array: np.ndarray, fill: Any) -> np.ndarray:
+            buffer = buffers.get(name)
+            if buffer is None or array.base is not buffer or len(buffer) < n_old + n_new:
+                # An eighth more room: the next thousands of new items append in place.
+                capacity = n_old + n_new + max(1024, (n_old + n_new) // 8)
+                buffer = np.empty((capacity, *array.shape[1:]), dtype=array.dtype)
+                buffer[:n_old] = array
+                buffers[name] = buffer
+            buffer[n_old : n_old + n_new] = fill
+            return buffer[: n_old + n_new]
+
+        categories = grown("categories", catalogue.categories, None)
+        created_at = grown("created_at", catalogue.created_at, np.nan)
+        durations = grown("durations", catalogue.durations, np.nan)
+        vectors = grown("content", catalogue.content, 0.0)
+        als_known = grown("als_known", catalogue.als_known, -1)
         if state.als.items is not None and n_new:
             als_known[n_old:] = state.als.items.to_internal(new_ids, strict=False)
         for position, record in enumerate(records):
@@ -1128,10 +1143,11 @@ class Recommender:
             tags=tags,
             created_at=created_at,
             durations=durations,
-            popularity=grown(catalogue.popularity, 0.0),
-            trending=grown(catalogue.trending, 0.0),
+            popularity=grown("popularity", catalogue.popularity, 0.0),
+            trending=grown("trending", catalogue.trending, 0.0),
             content=vectors,
             als_known=als_known,
+            buffers=buffers,
         )
 
 

@@ -543,3 +543,47 @@ def test_an_item_upserted_while_a_version_trains_reaches_that_version(
         assert "upserted-during-training" in [i.item_id for i in similar]
     finally:
         recommender.close()
+
+
+def test_an_upsert_appends_in_place_and_leaves_older_catalogues_whole() -> None:
+    from types import SimpleNamespace
+
+    from recsys.feed import Catalogue
+
+    n, dim = 5_000, 16
+    ids = [f"item-{i}" for i in range(n)]
+    first = Catalogue(
+        ids=ids,
+        index={item_id: row for row, item_id in enumerate(ids)},
+        titles=[""] * n,
+        categories=np.full(n, None, dtype=object),
+        tags=[[] for _ in range(n)],
+        created_at=np.zeros(n),
+        durations=np.zeros(n),
+        popularity=np.zeros(n),
+        trending=np.zeros(n),
+        content=np.zeros((n, dim), np.float32),
+        als_known=np.full(n, -1),
+    )
+    state = SimpleNamespace(catalogue=first, als=SimpleNamespace(items=None))
+
+    def upsert(item_id: str, value: float) -> Catalogue:
+        row = {"item_id": item_id, "title": item_id, "tags": ["t"], "category": "c"}
+        vector = np.full((1, dim), value, np.float32)
+        Recommender._extend_catalogue(state.catalogue, pd.DataFrame([row]), vector, state)  # type: ignore[arg-type]
+        return state.catalogue
+
+    second = upsert("new-1", 1.0)
+    third = upsert("new-2", 2.0)
+    # The third appended into the second's buffer: no copy of every vector.
+    assert np.shares_memory(second.content, third.content)
+    # Older catalogues keep their own lengths, consistent across lists and arrays.
+    for catalogue, size in ((first, n), (second, n + 1), (third, n + 2)):
+        assert len(catalogue.ids) == len(catalogue.titles) == len(catalogue.content) == size
+        assert len(catalogue.categories) == len(catalogue.als_known) == size
+    assert third.content[third.index["new-2"]].tolist() == [2.0] * dim
+    assert "new-2" not in second.index
+    # A known item is updated in place: the same item, newer, wherever it is read.
+    fourth = upsert("new-1", 3.0)
+    assert fourth.content[fourth.index["new-1"]].tolist() == [3.0] * dim
+    assert third.content[third.index["new-1"]].tolist() == [3.0] * dim
