@@ -28,6 +28,7 @@ import pandas as pd
 from sqlalchemy import Connection
 from tqdm import tqdm
 
+from recsys.columns import EVENT_ID, ITEM_ID, USER_ID
 from recsys.config import Settings
 from recsys.events import ValidatedEvents, validate_events
 from recsys.store import Store
@@ -368,12 +369,22 @@ def _has_lone_surrogate(value: object) -> bool:
     return False
 
 
+ID_COLUMNS = frozenset((EVENT_ID, USER_ID, ITEM_ID))
+
+
 def _records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     # An explicit index keeps one row per record: from_records makes no rows at all of
-    # records without keys ("{}"), and those rows must be rejected, not lost. Object
-    # columns keep each value as parsed: inferred dtypes turn integer ids into floats as soon
-    # as one record lacks the field (5 -> "5.0", and ids past 2**53 merge).
-    return pd.DataFrame(records, index=pd.RangeIndex(len(records)), dtype=object)
+    # records without keys ("{}"), and those rows must be rejected, not lost. Id columns
+    # keep each value as parsed: an inferred dtype turns integer ids into floats as soon as
+    # one record lacks the field (5 -> "5.0", and ids past 2**53 merge). Other columns get
+    # their inferred dtype, so an all-number column validates as numbers, not objects.
+    frame = pd.DataFrame(records, index=pd.RangeIndex(len(records)), dtype=object)
+    for column in frame.columns:
+        if column not in ID_COLUMNS:
+            frame[column] = frame[column].infer_objects()
+        elif pd.api.types.infer_dtype(frame[column], skipna=True) == "string":
+            frame[column] = frame[column].astype("str")  # text only: pandas' fast strings
+    return frame
 
 
 def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
