@@ -199,45 +199,55 @@ def _csv_fast(
     chunk_rows: int,
 ) -> Iterator[Chunk]:
     width = len(header)
-    with open(path, "rb") as handle, warnings.catch_warnings(record=True) as caught:
+    with open(path, "rb") as handle:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                reader = pd.read_csv(
+                    handle,
+                    sep=delimiter,
+                    header=None,
+                    skiprows=1,
+                    # One column more than the header: a surplus field shows, not shifts.
+                    names=list(range(width + 1)),
+                    # Everything as text: ids like "007" stay literal; "NA" is a valid id.
+                    dtype=str,
+                    keep_default_na=False,
+                    na_values=[""],
+                    index_col=False,
+                    skip_blank_lines=False,
+                    on_bad_lines="warn",
+                    chunksize=chunk_rows,
+                    compression="gzip" if gzipped else None,
+                    encoding="utf-8-sig",
+                )
+            except (UnicodeDecodeError, pd.errors.ParserError):
+                raise _NeedsExactReader from None
+        if caught:
+            raise _NeedsExactReader
+        line, position = 2, 0
+        while (frame := _next_plain_chunk(reader, width)) is not None:
+            now = handle.tell()
+            rows = frame[list(range(width))]
+            rows.columns = header
+            yield Chunk(rows, np.arange(line, line + len(frame)), [], now - position)
+            line, position = line + len(frame), now
+
+
+def _next_plain_chunk(reader: Any, width: int) -> pd.DataFrame | None:
+    """The parser's next chunk (None at the end of the file), or _NeedsExactReader if the
+    parser warned (a skipped row), failed (bad bytes, a quote never closed) or read a record
+    that is not plain. Warnings are caught around the parsing alone: the caller's own, made
+    while this generator waits at a yield, are theirs."""
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            reader = pd.read_csv(
-                handle,
-                sep=delimiter,
-                header=None,
-                skiprows=1,
-                # One column more than the header: a surplus field shows instead of shifting.
-                names=list(range(width + 1)),
-                # Everything as text: ids like "007" stay literal, and "NA" is a valid id.
-                dtype=str,
-                keep_default_na=False,
-                na_values=[""],
-                index_col=False,
-                skip_blank_lines=False,
-                on_bad_lines="warn",
-                chunksize=chunk_rows,
-                compression="gzip" if gzipped else None,
-                encoding="utf-8-sig",
-            )
-            frames = iter(reader)
-            line, position = 2, 0
-            while True:
-                try:
-                    frame = next(frames)
-                except StopIteration:
-                    break
-                if caught or not _plain_records(frame, width):
-                    raise _NeedsExactReader
-                now = handle.tell()
-                rows = frame[list(range(width))]
-                rows.columns = header
-                yield Chunk(rows, np.arange(line, line + len(frame)), [], now - position)
-                line, position = line + len(frame), now
-            if caught:  # about records after the last chunk
-                raise _NeedsExactReader
-        except UnicodeDecodeError:
+            frame = next(reader, None)
+        except (UnicodeDecodeError, pd.errors.ParserError):
             raise _NeedsExactReader from None
+    if caught or (frame is not None and not _plain_records(frame, width)):
+        raise _NeedsExactReader
+    return frame
 
 
 def _plain_records(frame: pd.DataFrame, width: int) -> bool:

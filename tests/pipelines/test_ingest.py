@@ -337,6 +337,13 @@ def test_csv_rows_of_the_wrong_width_are_rejects_and_the_rest_lines_up(
     malformed = [m for r in read_chunks(wide, 2) for m in r.malformed]
     assert lines == [3, 6, 9]
     assert [line for line, _ in malformed] == [2, 4, 7]
+    # A quote never closed, after a chunk already read: the parser's error hands over to
+    # the csv module, which reads the rest as that one value instead of failing the file.
+    open_quote = tmp_path / "open-quote.csv"
+    open_quote.write_bytes(b'user_id,item_id\nu1,i1\nu2,"i2\nu3,i3\n')
+    chunks = list(read_chunks(open_quote, 1))
+    assert [c.row_numbers.tolist() for c in chunks] == [[2], [3]]
+    assert chunks[1].frame.values.tolist() == [["u2", "i2\nu3,i3\n"]]
 
 
 def test_gzipped_tsv_is_read_with_tabs(tmp_path: Path, store: Store, settings: Settings) -> None:
