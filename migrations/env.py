@@ -10,7 +10,7 @@ from alembic import context
 from sqlalchemy import Connection, Engine
 
 from recsys.config import get_settings
-from recsys.store.engine import make_engine
+from recsys.store.engine import make_engine, sqlite_database_file
 from recsys.store.schema import metadata
 
 # Any fixed 64-bit number: the advisory lock that serialises migrations on PostgreSQL.
@@ -78,10 +78,11 @@ def _sqlite_file_lock(database: str | None) -> Iterator[None]:
     SQLite runs DDL outside a transaction, so its own locks cannot do this: a lock file
     beside the database does.
     """
-    if not database or database == ":memory:":
+    file = sqlite_database_file(database)
+    if file is None:
         yield
         return
-    with open(f"{database}.migrate.lock", "a+b") as handle:
+    with open(f"{file}.migrate.lock", "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

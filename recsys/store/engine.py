@@ -54,8 +54,8 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
     parsed = make_url(url)
     options: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database is None or _in_memory(database):
+        database = sqlite_database_file(parsed.database)
+        if database is None:
             # Every connection to ":memory:" is a new, empty database: share one.
             options = {"poolclass": StaticPool}
         else:
@@ -68,8 +68,10 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
     return create_engine(url, **options)
 
 
-def _in_memory(database: str | None) -> bool:
-    return not database or database == ":memory:"
+def sqlite_database_file(database: str | None) -> str | None:
+    """A SQLite URL's database part when it names a file; None for an in-memory database,
+    where each connection is a new, empty one."""
+    return None if not database or database == ":memory:" else database
 
 
 def alembic_config(url: str) -> Any:
@@ -96,7 +98,7 @@ class Store:
         # An in-memory SQLite database is one connection shared by every thread: take turns.
         self._one_at_a_time: AbstractContextManager[Any] = (
             threading.RLock()
-            if engine.dialect.name == "sqlite" and _in_memory(engine.url.database)
+            if engine.dialect.name == "sqlite" and sqlite_database_file(engine.url.database) is None
             else nullcontext()
         )
 
@@ -127,7 +129,7 @@ class Store:
         """Alembic's config; an in-memory SQLite store is migrated through its own (only)
         connection, since a connection of Alembic's would open another, empty database."""
         config = alembic_config(self.url)
-        if self.dialect == "sqlite" and _in_memory(self.engine.url.database):
+        if self.dialect == "sqlite" and sqlite_database_file(self.engine.url.database) is None:
             with self.engine.begin() as conn:
                 config.attributes["connection"] = conn
                 yield config

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import DBAPIError
 
 from recsys.columns import DWELL, EVENT_COLUMNS, EVENT_ID, ITEM_ID, TIMESTAMP, TYPE, USER_ID, VALUE
+from recsys.store.engine import sqlite_database_file
 from recsys.store.schema import events
 
 _EVENT_INSERT_COLUMNS = (*EVENT_COLUMNS, "ingested_at")
@@ -222,8 +223,8 @@ def _sqlite_file(conn: Connection) -> Path | None:
     """The database file behind a SQLite connection; None for other stores or memory."""
     if conn.dialect.name != "sqlite":
         return None
-    database = conn.engine.url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
+    database = sqlite_database_file(conn.engine.url.database)
+    if database is None or database.startswith("file:"):
         return None
     return Path(database).resolve()
 
