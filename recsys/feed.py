@@ -439,19 +439,17 @@ class Recommender:
             ids=ids,
             index={item_id: row for row, item_id in enumerate(ids)},
             titles=items["title"].fillna("").astype(str).tolist(),
-            # Copies: an item update writes into these arrays, and under pandas' copy-on-write
-            # ``to_numpy`` hands out read-only views of the frame.
-            categories=items["category"].to_numpy(dtype=object, copy=True)
+            # These may be read-only views of the frame (pandas' copy-on-write): an item
+            # upsert writes into buffers of its own, never into them (_extend_catalogue).
+            categories=items["category"].to_numpy(dtype=object)
             if "category" in items
             else np.full(len(ids), None),
             tags=[list(t) if isinstance(t, list) else [] for t in items["tags"]],
-            created_at=pd.to_numeric(items.get("created_at"), errors="coerce").to_numpy(
-                np.float64, copy=True
-            )
+            created_at=pd.to_numeric(items.get("created_at"), errors="coerce").to_numpy(np.float64)
             if "created_at" in items
             else np.full(len(ids), np.nan),
             durations=pd.to_numeric(items.get("duration_seconds"), errors="coerce").to_numpy(
-                np.float64, copy=True
+                np.float64
             )
             if "duration_seconds" in items
             else np.full(len(ids), np.nan),
