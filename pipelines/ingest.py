@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -200,31 +200,25 @@ def _csv_fast(
 ) -> Iterator[Chunk]:
     width = len(header)
     with open(path, "rb") as handle:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                reader = pd.read_csv(
-                    handle,
-                    sep=delimiter,
-                    header=None,
-                    skiprows=1,
-                    # One column more than the header: a surplus field shows, not shifts.
-                    names=list(range(width + 1)),
-                    # Everything as text: ids like "007" stay literal; "NA" is a valid id.
-                    dtype=str,
-                    keep_default_na=False,
-                    na_values=[""],
-                    index_col=False,
-                    skip_blank_lines=False,
-                    on_bad_lines="warn",
-                    chunksize=chunk_rows,
-                    compression="gzip" if gzipped else None,
-                    encoding="utf-8-sig",
-                )
-            except (UnicodeDecodeError, pd.errors.ParserError):
-                raise _NeedsExactReader from None
-        if caught:
-            raise _NeedsExactReader
+        with _parser_trouble_needs_the_exact_reader():
+            reader = pd.read_csv(
+                handle,
+                sep=delimiter,
+                header=None,
+                skiprows=1,
+                # One column more than the header: a surplus field shows instead of shifting.
+                names=list(range(width + 1)),
+                # Everything as text: ids like "007" stay literal, and "NA" is a valid id.
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+                index_col=False,
+                skip_blank_lines=False,
+                on_bad_lines="warn",
+                chunksize=chunk_rows,
+                compression="gzip" if gzipped else None,
+                encoding="utf-8-sig",
+            )
         line, position = 2, 0
         while (frame := _next_plain_chunk(reader, width)) is not None:
             now = handle.tell()
@@ -236,18 +230,27 @@ def _csv_fast(
 
 def _next_plain_chunk(reader: Any, width: int) -> pd.DataFrame | None:
     """The parser's next chunk (None at the end of the file), or _NeedsExactReader if the
-    parser warned (a skipped row), failed (bad bytes, a quote never closed) or read a record
-    that is not plain. Warnings are caught around the parsing alone: the caller's own, made
-    while this generator waits at a yield, are theirs."""
+    parser had trouble or read a record that is not plain."""
+    with _parser_trouble_needs_the_exact_reader():
+        frame = next(reader, None)
+    if frame is not None and not _plain_records(frame, width):
+        raise _NeedsExactReader
+    return frame
+
+
+@contextmanager
+def _parser_trouble_needs_the_exact_reader() -> Iterator[None]:
+    """_NeedsExactReader when pandas' parser, inside this block, warns (it skipped a row) or
+    fails (bytes that are not UTF-8, a quote never closed). Warnings are caught around the
+    parsing alone: the caller's own, made while the reader waits at a yield, are theirs."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            frame = next(reader, None)
+            yield
         except (UnicodeDecodeError, pd.errors.ParserError):
             raise _NeedsExactReader from None
-    if caught or (frame is not None and not _plain_records(frame, width)):
+    if caught:
         raise _NeedsExactReader
-    return frame
 
 
 def _plain_records(frame: pd.DataFrame, width: int) -> bool:
@@ -365,11 +368,7 @@ def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
 
 def _has_lone_surrogate(value: object) -> bool:
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
+        return not _is_utf8(value)
     if isinstance(value, dict):
         return any(map(_has_lone_surrogate, value.keys())) or any(
             map(_has_lone_surrogate, value.values())
