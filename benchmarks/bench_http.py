@@ -309,7 +309,7 @@ def remove_events(store: Any, prefix: str) -> int:
 
 def in_process(world: Any, args: argparse.Namespace) -> tuple[list[Probe], list[float], Load]:
     """Phase 1: pick the users, time the bare query and the in-process feed, close all."""
-    from recsys.feed import Recommender
+    from recsys.serving import Recommender
 
     recommender = Recommender.open(world.store, world.settings)
     try:

@@ -396,7 +396,7 @@ def in_process_baseline(home: Path, built: dict[str, float], calls: int = 300) -
 
     from benchmarks.bench_feed import bare_latencies, live_index, probes
     from recsys.config import Settings
-    from recsys.feed import Recommender
+    from recsys.serving import Recommender
     from recsys.store import open_store
 
     settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]

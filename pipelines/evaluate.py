@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from recsys import registry
 from recsys.columns import DWELL, ITEM_ID, TIMESTAMP, TYPE, USER_ID, VALUE, WEIGHT
 from recsys.config import Settings
 from recsys.dataset import IdMap, InteractionData
@@ -33,8 +34,9 @@ from recsys.evaluation.splits import (
     stratified_split,
     validation_split,
 )
-from recsys.models import ALSModel, ContentModel, HybridModel
+from recsys.models import ALSModel
 from recsys.models.base import EmbeddingModel
+from recsys.models.popularity import PopularityModel
 from recsys.signals import event_weights
 
 log = logging.getLogger("recsys.evaluate")
@@ -139,33 +141,19 @@ def matrix_for(train: pd.DataFrame, items: IdMap) -> InteractionData:
 
 
 def top_lists(
-    model: EmbeddingModel[Any] | None,
+    model: EmbeddingModel[Any] | PopularityModel,
     data: InteractionData,
     users: Sequence[str],
     k: int,
-    popularity: np.ndarray | None = None,
 ) -> dict[str, list[str]]:
     """Top-k item ids per known user, train items removed."""
     known = [u for u in users if u in data.users]
     rows = data.users.to_internal(known)
-    seen = data.matrix[rows]
-    if model is None:
-        assert popularity is not None
-        scores = np.tile(popularity.astype(np.float32), (len(rows), 1))
-        scores[seen.nonzero()] = -np.inf
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    else:
-        top, _ = model.recommend(rows, k, filter_seen=seen)
+    top, _ = model.recommend(rows, k, filter_seen=data.matrix[rows])
     return {
         user: [data.items.external_ids[i] for i in row if i >= 0]
         for user, row in zip(known, top, strict=True)
     }
-
-
-def positive_popularity(data: InteractionData) -> np.ndarray:
-    positive = data.matrix.copy()
-    positive.data = (positive.data > 0).astype(np.float32)
-    return np.asarray(positive.sum(axis=0)).ravel()
 
 
 def tune_als(
@@ -204,7 +192,7 @@ def blended_feed_lists(
     """Lists from the production feed: import train, run the nightly job, call feed()."""
     from pipelines.ingest import import_frames
     from pipelines.train import train
-    from recsys.feed import Recommender
+    from recsys.serving import Recommender
     from recsys.store import Store
     from recsys.store.engine import make_engine
 
@@ -290,22 +278,19 @@ def evaluate(
 
     started = time.perf_counter()
     lists_by_model["popularity"] = top_lists(
-        None, train_data, users, k_max, positive_popularity(train_data)
+        PopularityModel().fit(train_data), train_data, users, k_max
     )
     timings_by_model["popularity"] = {"total": time.perf_counter() - started}
-    for name, model in (
-        ("als", ALSModel(settings.als)),
-        ("hybrid", HybridModel(settings.hybrid)),
-        ("content", ContentModel(settings.content)),
-    ):
+    for spec in registry.specs():
+        name = spec.name
         say(f"fitting {name}")
         started = time.perf_counter()
-        fitted[name] = model.fit(train_data, catalogue)
+        fitted[name] = spec.create(settings).fit(train_data, catalogue)
         fit_seconds = time.perf_counter() - started
         started = time.perf_counter()
         lists_by_model[name] = top_lists(fitted[name], train_data, users, k_max)
         timings_by_model[name] = {"fit": fit_seconds, "recommend": time.perf_counter() - started}
-    content_factors = fitted["content"].item_factors
+    content_factors = fitted[registry.CONTENT_MODEL].item_factors
     if content_factors is not None:
         content_vectors = pd.DataFrame(content_factors, index=train_data.items.external_ids)
 

@@ -1,4 +1,4 @@
-"""The nightly job: events -> interaction matrix -> three embeddings -> a new Qdrant version.
+"""The nightly job: events -> interaction matrix -> every registered model -> a new version.
 
 Stages: read (stream events into matrices) -> gate (fit on older events, score the newest
 ones, compare with popularity and the live model) -> fit (ALS, hybrid, content on all
@@ -10,11 +10,8 @@ the next run removes what the killed one left behind.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
-import os
 import resource
-import shutil
 import sys
 import time
 import uuid
@@ -26,18 +23,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from tqdm import tqdm
 
+from recsys import registry, release
 from recsys.columns import ITEM_ID, USER_ID, WEIGHT
 from recsys.config import Settings
 from recsys.dataset import InteractionData
 from recsys.evaluation.metrics import evaluate_rankings
-from recsys.models import ALSModel, ContentModel, HybridModel
 from recsys.models.base import EmbeddingModel
+from recsys.models.popularity import PopularityModel
 from recsys.signals import InteractionBuilder, newest_per_user
-from recsys.store import Store
-from recsys.store import runs as registry
+from recsys.store import Store, runs
 from recsys.store.catalog import catalogue_updated_through, load_items
 from recsys.store.events import (
     TRAINING_COLUMNS,
@@ -45,15 +41,12 @@ from recsys.store.events import (
     event_time_range,
     iter_events,
 )
-from recsys.vectors.versions import open_vector_store
+from recsys.vectors import VectorStore, open_vector_store
 
 log = logging.getLogger("recsys.train")
 
-ARTIFACT_FORMAT_VERSION = 1
 GATE_K = 10
 GATE_MAX_USERS = 5_000
-MODEL_NAMES = ("als", "hybrid", "content")
-
 
 # Any fixed 64-bit number, other than the migrations' one.
 TRAINING_LOCK_KEY = 0x7265637379730002
@@ -142,21 +135,15 @@ def positives_frame(data: InteractionData) -> pd.DataFrame:
     )
 
 
-def popularity(data: InteractionData) -> np.ndarray:
-    """Users with a positive interaction, per item."""
-    positive = data.matrix.copy()
-    positive.data = (positive.data > 0).astype(np.float32)
-    return np.asarray(positive.sum(axis=0)).ravel()
-
-
 def gate_metrics(
     builder: InteractionBuilder, settings: Settings, seed: int = 0
-) -> tuple[dict[str, Any], ALSModel | None]:
-    """NDCG@10 of ALS and of popularity on each user's newest events, trained on the rest.
+) -> tuple[dict[str, Any], EmbeddingModel[Any] | None]:
+    """NDCG@10 of the gated model (ALS) and of popularity on each user's newest events,
+    trained on the rest.
 
     The holdout is per user (each user's newest ``gate_holdout_fraction`` of events), so
     the gate measures what the feed does: predict a user's next items from their past.
-    Also returns the ALS model fitted on the rest (same id maps as ``builder.build()``),
+    Also returns the gated model fitted on the rest (same id maps as ``builder.build()``),
     which the full fit continues from; None when the gate was skipped.
     """
     rows, cols, vals, times = builder.triples()
@@ -193,11 +180,12 @@ def gate_metrics(
         }
     )
     seen = train.matrix[user_rows]
-    model = ALSModel(settings.als).fit(train)
-    als_items, _ = model.recommend(user_rows, GATE_K, filter_seen=seen)
-    pop_items = top_unseen(popularity(train), seen, GATE_K)
+    spec = registry.gated()
+    model = spec.create(settings).fit(train)
+    gated_items, _ = model.recommend(user_rows, GATE_K, filter_seen=seen)
+    pop_items, _ = PopularityModel().fit(train).recommend(user_rows, GATE_K, filter_seen=seen)
     results = {}
-    for name, lists in (("als", als_items), ("popularity", pop_items)):
+    for name, lists in ((spec.name, gated_items), (registry.GATED_BASELINE, pop_items)):
         recs = {
             u: train.items.to_external(row[row >= 0]).tolist()
             for u, row in zip(users, lists, strict=True)
@@ -210,57 +198,21 @@ def gate_metrics(
     return results, model
 
 
-def top_unseen(scores: np.ndarray, seen: sp.csr_matrix, k: int) -> np.ndarray:
-    """Per user (row of ``seen``), the ``k`` best-scored items not seen, best first (ties
-    by item index); -1 pads a user who has seen nearly everything.
-
-    One global ranking walked per user: a users x items score matrix (and its argsort) was
-    the nightly job's memory peak, several GB at 100k items.
-    """
-    order = np.argsort(-scores, kind="stable")
-    most_seen = int(np.diff(seen.indptr).max()) if seen.shape[0] else 0
-    head = order[: k + most_seen]  # holds k unseen items for every user
-    unseen = seen[:, head].toarray() == 0
-    rank = np.cumsum(unseen, axis=1)
-    users, positions = np.nonzero(unseen & (rank <= k))
-    out = np.full((seen.shape[0], k), -1, dtype=np.int64)
-    out[users, rank[users, positions] - 1] = head[positions]
-    return out
-
-
 def check_gate(
     metrics: dict[str, Any], live_metrics: dict[str, Any] | None, margin: float
 ) -> str | None:
     """The reason to refuse publishing, or None."""
     if "skipped" in metrics:
         return None
-    new = metrics["als"]["ndcg@10"]
-    baseline = metrics["popularity"]["ndcg@10"]
+    gated = registry.gated().name
+    new = metrics[gated]["ndcg@10"]
+    baseline = metrics[registry.GATED_BASELINE]["ndcg@10"]
     if new < baseline:
         return f"NDCG@10 {new:.4f} is below the popularity baseline {baseline:.4f}"
-    live = (live_metrics or {}).get("gate", {}).get("als", {}).get("ndcg@10")
+    live = (live_metrics or {}).get("gate", {}).get(gated, {}).get("ndcg@10")
     if live is not None and new < live * (1.0 - margin):
         return f"NDCG@10 {new:.4f} is below the live model's {live:.4f} by more than {margin:.0%}"
     return None
-
-
-def _atomic_dir(final: Path) -> Path:
-    partial = final.with_name(final.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    return partial
-
-
-def cleanup_artifacts(artifacts_dir: Path, keep: set[str]) -> list[str]:
-    """Remove interrupted artifact builds and versions that are no longer kept."""
-    removed: list[str] = []
-    if not artifacts_dir.is_dir():
-        return removed
-    for path in artifacts_dir.iterdir():
-        if path.name.endswith(".partial") or (path.is_dir() and path.name not in keep):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path.name)
-    return removed
 
 
 def train(store: Store, settings: Settings, *, force: bool = False) -> TrainResult:
@@ -301,49 +253,32 @@ def _train_locked(store: Store, settings: Settings, *, force: bool) -> TrainResu
                 "(`recsys import events PATH`, `recsys import movielens DIR` or `recsys demo`)"
             )
     vectors = open_vector_store(settings)
-    stages = Stages(["read", "gate", *MODEL_NAMES, "save", "publish", "cleanup"])
-    params = {
+    stages = Stages(["read", "gate", *registry.names(), "save", "publish", "cleanup"])
+    params: dict[str, Any] = {
         "signals": settings.signals.model_dump(),
         "custom_event_types": settings.custom_event_types,
-        "als": settings.als.model_dump(),
-        "hybrid": settings.hybrid.model_dump(),
-        "content": settings.content.model_dump(),
+        **{
+            spec.config: getattr(settings, spec.config).model_dump()
+            for spec in registry.specs()
+            if spec.config
+        },
         "gate_holdout_fraction": settings.gate_holdout_fraction,
     }
     with store.read() as conn:
         live = vectors.live_version()
-        live_run = registry.get_run(conn, live) if live else None
+        live_run = runs.get_run(conn, live) if live else None
     with store.transaction() as conn:
-        # Holding the training lock, any run still marked running was killed. One killed
-        # after its switch went live: it is published, whatever happened to it afterwards.
-        running = registry.model_runs.c.status == registry.RUNNING
-        now = time.time()
-        if live is not None:
-            conn.execute(
-                registry.model_runs.update()
-                .where(running, registry.model_runs.c.version == live)
-                .values(
-                    status=registry.PUBLISHED,
-                    published_at=now,
-                    finished_at=now,
-                    message="interrupted after going live",
-                )
-            )
-        conn.execute(
-            registry.model_runs.update()
-            .where(running)
-            .values(status=registry.FAILED, message="interrupted", finished_at=now)
-        )
-        registry.start_run(conn, version, params)
-    result = TrainResult(version=version, status=registry.RUNNING, published=False)
+        runs.recover_interrupted(conn, live)
+        runs.start_run(conn, version, params)
+    result = TrainResult(version=version, status=runs.RUNNING, published=False)
     try:
         _run_stages(store, settings, vectors, stages, version, result, live_run, force)
     except GateRefused as exc:
-        result.status, result.message = registry.REFUSED, str(exc)
+        result.status, result.message = runs.REFUSED, str(exc)
     except BaseException as exc:
         # A failure after the switch (in the cleanup) leaves the run published.
         if not result.published:
-            result.status = registry.FAILED
+            result.status = runs.FAILED
         result.message = f"{type(exc).__name__}: {exc}"
         _record(store, result)
         raise
@@ -352,14 +287,14 @@ def _train_locked(store: Store, settings: Settings, *, force: bool) -> TrainResu
         result.timings = stages.timings
         vectors.close()
     _record(store, result)
-    if result.status == registry.REFUSED:
+    if result.status == runs.REFUSED:
         raise GateRefused(result.message)
     return result
 
 
 def _record(store: Store, result: TrainResult) -> None:
     with store.transaction() as conn:
-        registry.finish_run(
+        runs.finish_run(
             conn,
             result.version,
             result.status,
@@ -374,17 +309,17 @@ def _record(store: Store, result: TrainResult) -> None:
 def _run_stages(
     store: Store,
     settings: Settings,
-    vectors: Any,
+    vectors: VectorStore,
     stages: Stages,
     version: str,
     result: TrainResult,
-    live_run: registry.ModelRun | None,
+    live_run: runs.ModelRun | None,
     force: bool,
 ) -> None:
     with stages.stage("read"):
         with store.read() as conn:
             # Items upserted after this are not in the version: the service indexes them
-            # into it when it goes live (see Recommender._catch_up_items).
+            # into it when it goes live (see recsys.serving.state.LiveVersion.catch_up).
             catalogue_through = catalogue_updated_through(conn)
             items = load_items(conn)
             newest = float(event_time_range(conn)[1] or 0.0)
@@ -426,50 +361,37 @@ def _run_stages(
 
     catalogue = catalogue_for(data, items)
     models: dict[str, EmbeddingModel[Any]] = {}
-    candidates: tuple[tuple[str, EmbeddingModel[Any]], ...] = (
-        ("als", ALSModel(settings.als)),
-        ("hybrid", HybridModel(settings.hybrid)),
-        ("content", ContentModel(settings.content)),
-    )
-    for name, model in candidates:
-        with stages.stage(name):
-            if isinstance(model, ALSModel) and gate_model is not None:
-                models[name] = model.fit_from(gate_model, data, catalogue)
-                result.metrics["als_warm_started"] = model.warm_started
+    for spec in registry.specs():
+        with stages.stage(spec.name):
+            model = spec.create(settings)
+            if spec.gated and gate_model is not None and hasattr(model, "fit_from"):
+                # Continue from the gate's fit instead of fitting again (see ARCHITECTURE).
+                models[spec.name] = model.fit_from(gate_model, data, catalogue)
+                result.metrics[f"{spec.name}_warm_started"] = model.warm_started
             else:
-                models[name] = model.fit(data, catalogue)
+                models[spec.name] = model.fit(data, catalogue)
     del gate_model
+    # Aligned with the item id map: the gate's baseline and the feed's popular source.
+    popularity = PopularityModel().fit(data)
 
     with stages.stage("save"):
-        final = settings.artifacts_dir / version
-        partial = _atomic_dir(final)
-        data.save(partial / "interactions")
-        # Aligned with the item id map; the recommender's popularity fallback reads it.
-        np.save(partial / "popularity.npy", popularity(data))
-        for name, fitted in models.items():
-            fitted.save(partial / name)
-        (partial / "manifest.json").write_text(
-            json.dumps(
-                {
-                    "format_version": ARTIFACT_FORMAT_VERSION,
-                    "version": version,
-                    # Data time, not wall time: "fresh" means created after the newest event.
-                    "trained_at": newest,
-                    "models": list(models),
-                    "data_stats": result.data_stats,
-                    "catalogue_through": catalogue_through,
-                }
-            )
+        manifest = release.Manifest(
+            version=version,
+            trained_at=newest,
+            models=list(models),
+            data_stats=result.data_stats,
+            catalogue_through=catalogue_through,
         )
-        os.replace(partial, final)
+        final = release.write_version(settings.artifacts_dir, manifest, data, popularity, models)
         result.data_stats["artifacts"] = str(final)
 
     with stages.stage("publish"):
-        dims = {name: int(m.item_factors.shape[1]) for name, m in models.items()}  # type: ignore[union-attr]
-        build = vectors.begin(version, dims)
+        # (user factors, item factors) per model's named vector.
+        factors = {registry.get(name).vector: m.factors() for name, m in models.items()}
+        build = vectors.begin(version, {n: int(f[1].shape[1]) for n, f in factors.items()})
         try:
             item_ids = data.items.to_json()
-            pop = popularity(data)
+            assert popularity.scores is not None
             payloads = [
                 {
                     "item_id": item_id,
@@ -484,19 +406,19 @@ def _run_stages(
                     catalogue["category"].tolist(),
                     catalogue["tags"].tolist(),
                     catalogue["created_at"].tolist(),
-                    pop,
+                    popularity.scores,
                     strict=True,
                 )
             ]
-            build.upsert_items(item_ids, {n: m.item_factors for n, m in models.items()}, payloads)
-            build.upsert_users(data.users.to_json(), {n: m.user_factors for n, m in models.items()})
+            build.upsert_items(item_ids, {n: f[1] for n, f in factors.items()}, payloads)
+            build.upsert_users(data.users.to_json(), {n: f[0] for n, f in factors.items()})
             build.commit()
         except BaseException:
             build.abort()
             raise
         vectors.activate(version)
         result.published = True
-        result.status = registry.PUBLISHED
+        result.status = runs.PUBLISHED
         # Record it at once: the version serves from now on, whatever befalls the cleanup.
         result.timings = stages.timings
         _record(store, result)
@@ -504,6 +426,6 @@ def _run_stages(
     with stages.stage("cleanup"):
         removed = vectors.cleanup(keep=settings.keep_versions)
         kept = {v.version for v in vectors.list_versions()}
-        removed += cleanup_artifacts(settings.artifacts_dir, kept | {version})
+        removed += release.cleanup_artifacts(settings.artifacts_dir, kept | {version})
         if removed:
             log.info("removed old or interrupted versions: %s", ", ".join(sorted(set(removed))))

@@ -18,7 +18,7 @@ from recsys.config import get_settings
 from recsys.store import open_store
 
 if TYPE_CHECKING:
-    from recsys.feed import Recommender
+    from recsys.serving import Recommender
 
 # Tracebacks never print local variables: they may hold API keys or database passwords.
 app = typer.Typer(
@@ -240,8 +240,9 @@ def train_command(
 @models_app.command("list")
 def models_list() -> None:
     """Training runs, newest first, and which version is live."""
+    from recsys import registry
     from recsys.store.runs import list_runs
-    from recsys.vectors.versions import open_vector_store
+    from recsys.vectors import open_vector_store
 
     settings = get_settings()
     with open_vector_store(settings) as vectors:
@@ -252,9 +253,10 @@ def models_list() -> None:
     if not runs:
         typer.echo("no training runs yet; run `recsys train`")
         return
+    gated = registry.gated().name
     for run in runs:
         marker = "*" if run.version == live else " "
-        ndcg = run.metrics.get("gate", {}).get("als", {}).get("ndcg@10")
+        ndcg = run.metrics.get("gate", {}).get(gated, {}).get("ndcg@10")
         quality = f"ndcg@10={ndcg:.4f}" if ndcg is not None else ""
         vectors_state = "vectors" if run.version in available else ""
         typer.echo(
@@ -266,24 +268,20 @@ def models_list() -> None:
 @models_app.command("rollback")
 def models_rollback(version: str) -> None:
     """Make an earlier complete VERSION live again."""
-    from recsys.store.runs import mark_published
-    from recsys.vectors.versions import open_vector_store
+    from recsys import release
+    from recsys.vectors import open_vector_store
 
     settings = get_settings()
-    if not (settings.artifacts_dir / version).is_dir():
-        raise _fail(f"no artifacts for version {version}; see `recsys models list`")
     with open_vector_store(settings) as vectors:
         try:
-            vectors.rollback(version)
-        except (ValueError, LookupError) as exc:
+            release.activate(open_store(settings), vectors, settings.artifacts_dir, version)
+        except release.UnknownVersion as exc:
             raise _fail(str(exc)) from exc
-    with open_store(settings).transaction() as conn:
-        mark_published(conn, version)
     typer.echo(f"live version is now {version}")
 
 
 def _open_recommender() -> Recommender:
-    from recsys.feed import Recommender
+    from recsys.serving import Recommender
 
     settings = get_settings()
     recommender = Recommender.open(open_store(settings), settings)
@@ -313,7 +311,7 @@ def feed(
     as_json: Annotated[bool, typer.Option("--json", help="Print the page as JSON.")] = False,
 ) -> None:
     """One page of USER_ID's feed, with the reason for each pick."""
-    from recsys.feed import FeedFilters, InvalidCursor
+    from recsys.serving import FeedFilters, InvalidCursor
 
     recommender = _open_recommender()
     try:
@@ -344,7 +342,7 @@ def similar(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Items similar to ITEM_ID."""
-    from recsys.feed import UnknownItem
+    from recsys.serving import UnknownItem
 
     recommender = _open_recommender()
     try:

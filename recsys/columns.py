@@ -22,5 +22,9 @@ ITEM_COLUMNS = (
 )
 EVENT_COLUMNS = (EVENT_ID, USER_ID, ITEM_ID, TYPE, TIMESTAMP, DWELL, VALUE)
 
+# Ids are user-supplied text; 512 characters leaves room for URLs and composite keys while
+# staying inside PostgreSQL's btree row limit.
+MAX_ID_LENGTH = 512
+
 # Width of the events table's type column: a custom event type name may not exceed it.
 MAX_EVENT_TYPE_LENGTH = 64

@@ -13,8 +13,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recsys.columns import DWELL, EVENT_COLUMNS, EVENT_ID, ITEM_ID, TIMESTAMP, TYPE, USER_ID, VALUE
-from recsys.store.schema import MAX_ID_LENGTH
+from recsys.columns import (
+    DWELL,
+    EVENT_COLUMNS,
+    EVENT_ID,
+    ITEM_ID,
+    MAX_ID_LENGTH,
+    TIMESTAMP,
+    TYPE,
+    USER_ID,
+    VALUE,
+)
 
 # Unix seconds accepted as a timestamp. The upper bound catches millisecond timestamps,
 # the most common mistake in exported logs.

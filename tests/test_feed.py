@@ -10,7 +10,8 @@ import pytest
 
 from recsys.config import Settings
 from recsys.events import validate_events
-from recsys.feed import FeedFilters, InvalidCursor, Recommender, UnknownItem
+from recsys.serving import FeedFilters, InvalidCursor, Recommender, UnknownItem
+from recsys.serving.sources import popular_hits
 from recsys.store.catalog import validate_items
 from tests.conftest import TrainedWorld
 
@@ -248,7 +249,7 @@ def test_hot_swap_after_a_new_training_run_and_back(trained_world: TrainedWorld)
 def test_degraded_mode_serves_popularity_and_recovers(
     recommender: Recommender, monkeypatch
 ) -> None:
-    state = recommender._state
+    state = recommender.state
     assert state is not None
 
     def broken(*args, **kwargs):
@@ -282,7 +283,7 @@ def test_batch_with_and_without_categories_is_stored_and_indexed(
     checked = validate_items(batch)
     assert checked.valid["category"].tolist() == ["jazz", None]
     assert recommender.upsert_items(checked.valid) == (2, 0)
-    state = recommender._state
+    state = recommender.state
     assert state is not None
     assert set(state.index.get_items(["mixed-a", "mixed-b"])) == {"mixed-a", "mixed-b"}
 
@@ -306,16 +307,16 @@ def test_items_consumed_before_the_recent_window_stay_filtered(
 def test_popular_fallback_skips_excluded_items_and_honours_filters(
     recommender: Recommender,
 ) -> None:
-    state = recommender._state
+    state = recommender.state
     assert state is not None
     catalogue = state.catalogue
     score = catalogue.popularity + 2.0 * catalogue.trending
     top = np.argsort(-score, kind="stable")[:10]
     excluded = {catalogue.ids[r] for r in top[:3]}
-    hits = recommender._popular(catalogue, 5, excluded, None)
+    hits = popular_hits(catalogue, 5, excluded, None)
     assert [h.item_id for h in hits] == [catalogue.ids[r] for r in top[3:8]]
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    jazz = recommender._popular(catalogue, 5, excluded, FeedFilters(categories=["jazz"]))
+    jazz = popular_hits(catalogue, 5, excluded, FeedFilters(categories=["jazz"]))
     assert len(jazz) == 5 and not excluded & {h.item_id for h in jazz}
     assert all(catalogue.categories[catalogue.index[h.item_id]] == "jazz" for h in jazz)
 
@@ -331,7 +332,7 @@ def test_updating_trained_items_in_a_batch_with_a_new_one(trained_world: Trained
         arrival = {**trained, "item_id": "arrived-with-an-update", "created_at": 1.9e9}
         checked = validate_items(pd.DataFrame([updated, arrival]))
         assert recommender.upsert_items(checked.valid) == (1, 1)
-        state = recommender._state
+        state = recommender.state
         assert state is not None
         stored = state.index.get_items([trained["item_id"]])[trained["item_id"]]
         assert "updated-tag" in stored["tags"]
@@ -358,7 +359,7 @@ def test_an_item_upserted_while_a_version_loads_reaches_that_version(
         train(trained_world.store, trained_world.settings, force=True)
         anchor = trained_world.items.loc[trained_world.items["category"] == "jazz"].iloc[1]
         racing = {**anchor.to_dict(), "item_id": "upserted-during-the-load", "created_at": 1.9e9}
-        load_state = recommender._load_state
+        load_state = recommender.live.load
 
         def load_while_an_item_arrives(version: str):
             state = load_state(version)
@@ -366,7 +367,7 @@ def test_an_item_upserted_while_a_version_loads_reaches_that_version(
             recommender.upsert_items(validate_items(pd.DataFrame([racing])).valid)
             return state
 
-        monkeypatch.setattr(recommender, "_load_state", load_while_an_item_arrives)
+        monkeypatch.setattr(recommender.live, "load", load_while_an_item_arrives)
         assert recommender.refresh() is True
         similar = recommender.similar(anchor["item_id"], kind="content", limit=10)
         assert "upserted-during-the-load" in [i.item_id for i in similar]
@@ -382,7 +383,7 @@ def test_a_liked_then_disliked_item_is_not_a_like(
     kept = topic_items(trained_world, "jazz", 1)[0]
     send(recommender, user, [flipped, kept], "like")
     send(recommender, user, [flipped, flipped], "dislike", start=1.8e9 + 100)
-    history = recommender._history(recommender._require_state(), user)
+    history = recommender.history(recommender.require_state(), user)
     assert history.liked_and_disliked() == ([kept], [flipped])
     titles = dict(zip(trained_world.items["item_id"], trained_world.items["title"], strict=True))
     page = recommender.feed(user, limit=20)
@@ -398,8 +399,8 @@ def test_a_page_of_a_hundred_is_full_when_the_category_has_enough(
     )
     filters = FeedFilters(categories=["football"])
     for user in ("demo-user-0004", "never-seen-either"):
-        history = recommender._history(recommender._require_state(), user)
-        available = len(football - set(recommender._consumed(user, history)))
+        history = recommender.history(recommender.require_state(), user)
+        available = len(football - set(recommender.consumed(user, history)))
         assert available > 100
         assert len(recommender.feed(user, limit=100, filters=filters).items) == 100
     # Likes of items the catalogue does not hold leave the user cold, not short of a page.
@@ -438,7 +439,7 @@ def test_feeds_stay_whole_while_items_arrive(
 
     # Any index error would be answered with a degraded page: make it fail the test instead.
     monkeypatch.setattr(
-        recommender, "_degraded_feed", lambda *a, **k: as_failure(AssertionError("degraded"))
+        recommender, "degraded_feed", lambda *a, **k: as_failure(AssertionError("degraded"))
     )
     writer = threading.Thread(target=arrive)
     writer.start()
@@ -449,11 +450,13 @@ def test_feeds_stay_whole_while_items_arrive(
         stop.set()
         writer.join()
         assert not failures
-        state = recommender._state
+        state = recommender.state
         assert state is not None and "arrival-0-4" in state.catalogue.index
         catalogue = state.catalogue
         sizes = {len(catalogue.ids), len(catalogue.titles), len(catalogue.tags)}
-        sizes |= {len(a) for a in (catalogue.categories, catalogue.content, catalogue.als_known)}
+        sizes |= {
+            len(a) for a in (catalogue.categories, catalogue.content, catalogue.model_rows["als"])
+        }
         assert len(sizes) == 1
     finally:
         stop.set()
@@ -467,13 +470,13 @@ def test_degraded_feed_honours_categories_and_tags(
     tagged = trained_world.items.explode("tags")
     tag = tagged["tags"].value_counts().index[0]
     holders = set(tagged.loc[tagged["tags"] == tag, "item_id"])
-    page = recommender._degraded_feed("demo-user-0001", 10, set(), 0, FeedFilters(tags=[tag]))
+    page = recommender.degraded_feed("demo-user-0001", 10, set(), 0, FeedFilters(tags=[tag]))
     assert page.degraded and len(page.items) == 10
     assert {i.item_id for i in page.items} <= holders
 
 
 def test_the_feed_ends_when_the_cursor_is_full(recommender: Recommender) -> None:
-    from recsys.feed import MAX_CURSOR_ITEMS
+    from recsys.serving import MAX_CURSOR_ITEMS
 
     seen: list[str] = []
     cursor = None
@@ -489,7 +492,7 @@ def test_bad_requests_are_errors_not_outages(recommender: Recommender) -> None:
     import base64
     import zlib
 
-    recommender._index_error = None
+    recommender.live.index_error = None
     with pytest.raises(ValueError, match="user_id"):
         recommender.feed("", limit=5)
     with pytest.raises(ValueError, match="exclude_ids"):
@@ -501,7 +504,7 @@ def test_bad_requests_are_errors_not_outages(recommender: Recommender) -> None:
     crafted = base64.urlsafe_b64encode(last_page).decode().rstrip("=")
     with pytest.raises(InvalidCursor):
         recommender.feed("demo-user-0001", cursor=crafted)
-    assert recommender._index_error is None
+    assert recommender.live.index_error is None
 
 
 def test_an_item_upserted_while_a_version_trains_reaches_that_version(
@@ -529,14 +532,14 @@ def test_an_item_upserted_while_a_version_trains_reaches_that_version(
     # under the catch-up's one-second overlap, so move the service's clock past it.
     import time as real_time
 
-    import recsys.feed as feed_module
+    import recsys.serving.state as state_module
 
     class Later:
         @staticmethod
         def time() -> float:
             return real_time.time() + 60.0
 
-    monkeypatch.setattr(feed_module, "time", Later)
+    monkeypatch.setattr(state_module, "time", Later)
     try:
         assert recommender.refresh() is True
         similar = recommender.similar(anchor["item_id"], kind="content", limit=10)
@@ -548,7 +551,7 @@ def test_an_item_upserted_while_a_version_trains_reaches_that_version(
 def test_an_upsert_appends_in_place_and_leaves_older_catalogues_whole() -> None:
     from types import SimpleNamespace
 
-    from recsys.feed import Catalogue
+    from recsys.serving.catalogue import Catalogue, extend_catalogue
 
     n, dim = 5_000, 16
     ids = [f"item-{i}" for i in range(n)]
@@ -563,14 +566,14 @@ def test_an_upsert_appends_in_place_and_leaves_older_catalogues_whole() -> None:
         popularity=np.zeros(n),
         trending=np.zeros(n),
         content=np.zeros((n, dim), np.float32),
-        als_known=np.full(n, -1),
+        model_rows={"als": np.full(n, -1)},
     )
-    state = SimpleNamespace(catalogue=first, als=SimpleNamespace(items=None))
+    state = SimpleNamespace(catalogue=first)
 
     def upsert(item_id: str, value: float) -> Catalogue:
         row = {"item_id": item_id, "title": item_id, "tags": ["t"], "category": "c"}
         vector = np.full((1, dim), value, np.float32)
-        Recommender._extend_catalogue(state.catalogue, pd.DataFrame([row]), vector, state)  # type: ignore[arg-type]
+        state.catalogue = extend_catalogue(state.catalogue, pd.DataFrame([row]), vector, {})
         return state.catalogue
 
     second = upsert("new-1", 1.0)
@@ -580,7 +583,7 @@ def test_an_upsert_appends_in_place_and_leaves_older_catalogues_whole() -> None:
     # Older catalogues keep their own lengths, consistent across lists and arrays.
     for catalogue, size in ((first, n), (second, n + 1), (third, n + 2)):
         assert len(catalogue.ids) == len(catalogue.titles) == len(catalogue.content) == size
-        assert len(catalogue.categories) == len(catalogue.als_known) == size
+        assert len(catalogue.categories) == len(catalogue.model_rows["als"]) == size
     assert third.content[third.index["new-2"]].tolist() == [2.0] * dim
     assert "new-2" not in second.index
     # A known item is updated in place: the same item, newer, wherever it is read.

@@ -1,6 +1,6 @@
 """The HTTP service: feeds, similar items, event and catalogue writes, health and metrics.
 
-``create_app`` composes the library (``recsys.feed.Recommender`` and the validators in
+``create_app`` composes the library (``recsys.serving.Recommender`` and the validators in
 ``recsys.events`` and ``recsys.store.catalog``); no recommendation logic lives here.
 
 Endpoints run as plain ``def`` functions, so FastAPI runs them in its thread pool: the
@@ -31,6 +31,7 @@ from pydantic import AfterValidator
 from starlette.exceptions import HTTPException
 
 import recsys
+from recsys import release
 from recsys.api import errors
 from recsys.api.auth import AuthFirstRoute, KeyRing, require_read, require_write
 from recsys.api.errors import STORE_DOWN, BatchInvalid, ServiceUnavailable
@@ -58,12 +59,10 @@ from recsys.api.schemas import (
 from recsys.columns import EVENT_COLUMNS
 from recsys.config import Settings, get_settings
 from recsys.events import validate_events
-from recsys.feed import FeedFilters, FeedItem, InvalidCursor, NoModel, Recommender, UnknownItem
+from recsys.serving import FeedFilters, FeedItem, InvalidCursor, NoModel, Recommender, UnknownItem
 from recsys.store import Store, open_store
 from recsys.store.catalog import ITEM_FIELDS, validate_items
-from recsys.store.runs import mark_published
 from recsys.store.schema import MAX_ID_LENGTH
-from recsys.vectors.versions import check_version
 
 log = logging.getLogger("recsys.api")
 
@@ -403,7 +402,7 @@ ModelVersion = Annotated[
         description="A version listed by `recsys models list`.",
     ),
 ]
-NO_SUCH_VERSION = "no complete model version by this name (see `recsys models list`)"
+NO_SUCH_VERSION = release.NO_SUCH_VERSION
 
 
 @v1.post(
@@ -422,25 +421,14 @@ def activate_model(request: Request, version: ModelVersion) -> ActivateOut:
     recommender = _recommender(request)
     settings: Settings = request.app.state.settings
     try:
-        check_version(version)
-    except ValueError:
-        raise HTTPException(404, NO_SUCH_VERSION) from None
-    # The artifacts first: a version whose vectors exist but whose models were removed
-    # could go live and then fail to load in every serving process.
-    if not (settings.artifacts_dir / version / "manifest.json").is_file():
-        raise HTTPException(404, NO_SUCH_VERSION)
-    vectors = recommender.vectors
-    try:
-        previous = vectors.live_version()
-        vectors.rollback(version)
-    except ValueError:
-        # Not complete, or removed by a cleanup since the artifacts were checked.
+        previous = release.activate(
+            recommender.store, recommender.vectors, settings.artifacts_dir, version
+        )
+    except release.UnknownVersion:
         raise HTTPException(404, NO_SUCH_VERSION) from None
     except Exception:
         log.exception("activating model version %s failed", version)
         raise ServiceUnavailable("vector index unavailable") from None
-    with recommender.store.transaction() as conn:
-        mark_published(conn, version)
     log.info("model version %s activated (was %s)", version, previous)
     if recommender.refresh():
         _swapped(_metrics(request))

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from recsys.feed import NoModel
+from recsys.serving import NoModel
 from recsys.store.engine import StoreUnavailable
 
 log = logging.getLogger("recsys.api")

@@ -217,6 +217,10 @@ class EmbeddingModel(ABC, Generic[ConfigT]):
         """Dimension of the published vectors."""
         return int(self._factors()[1].shape[1])
 
+    def factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(user_factors, item_factors)``; raises ModelNotFittedError before a fit."""
+        return self._factors()
+
     def _factors(self) -> tuple[np.ndarray, np.ndarray]:
         if self.user_factors is None or self.item_factors is None:
             raise ModelNotFittedError(f"{type(self).__name__} is not fitted; call fit or load")

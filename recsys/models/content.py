@@ -328,6 +328,11 @@ class ContentModel(EmbeddingModel[ContentConfig]):
             raise ValueError("encode expects a DataFrame of catalogue rows")
         return self.encoder.encode(item_documents(items_df))
 
+    def embed_items(self, items_df: pd.DataFrame) -> np.ndarray:
+        """Publishable vectors for catalogue rows: an item's content vector needs nothing
+        but its text and tags, so items that arrived after training get one at once."""
+        return self.encode(items_df)
+
     def fold_in_user(self, item_indices: Any, weights: Any) -> np.ndarray:
         """A user's content vector from their interactions (the same rule as in ``fit``)."""
         _, item_factors = self._factors()

@@ -75,3 +75,30 @@ def get_run(conn: Connection, version: str) -> ModelRun | None:
 def list_runs(conn: Connection, limit: int = 50) -> list[ModelRun]:
     rows = conn.execute(select(model_runs).order_by(model_runs.c.started_at.desc()).limit(limit))
     return [_row(row) for row in rows]
+
+
+def recover_interrupted(conn: Connection, live_version: str | None) -> None:
+    """Close the runs a killed trainer left marked running.
+
+    Called by a trainer that holds the training lock, so any run still marked running was
+    killed. One killed after its switch went live is published, whatever happened to it
+    afterwards; every other one failed.
+    """
+    running = model_runs.c.status == RUNNING
+    now = time.time()
+    if live_version is not None:
+        conn.execute(
+            update(model_runs)
+            .where(running, model_runs.c.version == live_version)
+            .values(
+                status=PUBLISHED,
+                published_at=now,
+                finished_at=now,
+                message="interrupted after going live",
+            )
+        )
+    conn.execute(
+        update(model_runs)
+        .where(running)
+        .values(status=FAILED, message="interrupted", finished_at=now)
+    )

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, Column, Float, Index, MetaData, String, Table, Text
 
-from recsys.columns import MAX_EVENT_TYPE_LENGTH
-
-# Ids are user-supplied text; 512 characters leaves room for URLs and composite keys while
-# staying inside PostgreSQL's btree row limit.
-MAX_ID_LENGTH = 512
+from recsys.columns import MAX_EVENT_TYPE_LENGTH, MAX_ID_LENGTH
 
 metadata = MetaData(
     naming_convention={

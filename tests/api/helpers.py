@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recsys.api import create_app
 from recsys.config import Settings
-from recsys.feed import FeedFilters, FeedItem, FeedPage, InvalidCursor, Recommender, UnknownItem
+from recsys.serving import FeedFilters, FeedItem, FeedPage, InvalidCursor, Recommender, UnknownItem
 from recsys.store import Store, open_store
 from recsys.store.events import InsertResult
 
@@ -73,7 +73,7 @@ def path_id(raw: str) -> str:
 
 @dataclass
 class FakeRecommender:
-    """Stands in for ``recsys.feed.Recommender`` in unit tests of auth, limits and
+    """Stands in for ``recsys.serving.Recommender`` in unit tests of auth, limits and
     validation, and records what the API asked of it."""
 
     model_version: str | None = "v-test"

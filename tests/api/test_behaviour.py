@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import create_engine
 
 from recsys.api import create_app
-from recsys.feed import SOURCES, Recommender
+from recsys.registry import feed_sources
+from recsys.serving import Recommender
 from recsys.store import open_store
 from recsys.store.events import count_events, user_events
 from recsys.vectors.edge import EdgeIndex, EdgeStore
@@ -99,7 +100,7 @@ def test_feed_shape(api: TestClient, world: World) -> None:
         assert set(item) == ITEM_KEYS
         assert item["item_id"] in catalogue
         assert isinstance(item["score"], float)
-        assert item["sources"] and set(item["sources"]) <= set(SOURCES)
+        assert item["sources"] and set(item["sources"]) <= set(feed_sources())
         assert isinstance(item["reason"], str) and item["reason"]
     assert len({item["item_id"] for item in items}) == 10
 

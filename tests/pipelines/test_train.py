@@ -16,11 +16,11 @@ import pytest
 from pipelines.ingest import import_frames
 from pipelines.train import GateRefused, TrainingError, check_gate, train
 from recsys.config import Settings
-from recsys.feed import Recommender
+from recsys.serving import Recommender
 from recsys.store import Store
 from recsys.store.engine import make_engine
 from recsys.store.runs import list_runs
-from recsys.vectors.versions import open_vector_store
+from recsys.vectors import open_vector_store
 from tests.conftest import TrainedWorld, build_trained_world
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def test_run_is_published_and_recorded(trained_world: TrainedWorld) -> None:
 def test_cold_item_gets_hybrid_and_content_vectors(trained_world: TrainedWorld) -> None:
     # Items created after the last event have no interactions at all.
     recommender = Recommender.open(trained_world.store, trained_world.settings)
-    state = recommender._state
+    state = recommender.state
     assert state is not None
     cold = [
         item
@@ -207,7 +207,7 @@ def test_top_unseen_matches_the_dense_ranking(seed: int) -> None:
     import numpy as np
     import scipy.sparse as sp
 
-    from pipelines.train import top_unseen
+    from recsys.models.popularity import top_unseen
 
     rng = np.random.default_rng(seed)
     users, items, k = 40, 60, 10

@@ -27,11 +27,11 @@ import pytest
 from qdrant_client import QdrantClient
 
 import pipelines.train
-import recsys.feed
+import recsys.serving.recommender
 from pipelines.train import train
 from recsys.config import Settings
-from recsys.feed import Recommender
 from recsys.models import ALSModel, ContentModel, HybridModel
+from recsys.serving import Recommender
 from recsys.store import Store
 from recsys.store.engine import make_engine
 from recsys.vectors import set_stage_hook
@@ -84,7 +84,7 @@ def paths(world_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     client_store = Store(make_engine(client.sqlalchemy_url))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pipelines.train, "open_vector_store", vectors)
-        patch.setattr(recsys.feed, "open_vector_store", vectors)
+        patch.setattr(recsys.serving.recommender, "open_vector_store", vectors)
         client_version = train(client_store, client).version
         yield Paths(
             edge, edge_store, edge_version, client, client_store, client_version, qdrant, vectors

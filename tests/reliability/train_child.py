@@ -70,11 +70,12 @@ def arm(point: str) -> None:
 
         job.Stages.stage = stage  # type: ignore[method-assign]
     elif point == "save":
+        from recsys.models.hybrid import HybridModel
 
         def save(self: Any, directory: Any) -> Any:
             die()
 
-        job.HybridModel.save = save  # type: ignore[method-assign]
+        HybridModel.save = save  # type: ignore[method-assign]
     elif point in versions.STAGES:
 
         def hook(name: str) -> None:

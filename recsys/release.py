@@ -1,0 +1,176 @@
+"""The one owner of a model version: its artifact layout, its manifest, and making it live.
+
+A version is two halves that must agree: its artifacts under ``artifacts_dir/<version>/``
+and its vectors in the vector store. The artifacts directory holds::
+
+    manifest.json       format, version, data time, models, data stats, catalogue_through
+    interactions/       the id maps and matrix the models were fitted on
+    popularity.npy      the popularity model, aligned with the item id map
+    <model>/            one directory per registered model (``recsys.registry``)
+
+It is built as ``<version>.partial`` and renamed when complete, so a killed run leaves
+nothing that looks like a version. Training writes a version with ``write_version``; the
+serving state reads it with ``read_manifest`` and ``load_models``; the API and the CLI make
+one live with ``activate``, which checks both halves the same way for both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recsys import registry
+from recsys.dataset import InteractionData
+from recsys.models.popularity import PopularityModel
+from recsys.store import Store
+from recsys.store.runs import mark_published
+from recsys.vectors.versions import VectorStore, check_version
+
+ARTIFACT_FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+INTERACTIONS_DIR = "interactions"
+PARTIAL_SUFFIX = ".partial"
+NO_SUCH_VERSION = "no complete model version by this name (see `recsys models list`)"
+
+
+class UnknownVersion(LookupError):
+    """No complete version by this name: a bad name, no artifacts, or no vectors."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: str
+    # Data time, not wall time: "fresh" means created after the newest event.
+    trained_at: float
+    models: list[str]
+    data_stats: dict[str, Any] = field(default_factory=dict)
+    # The newest item update the training run read: later upserts are not in its index.
+    catalogue_through: float = math.inf
+    format_version: int = ARTIFACT_FORMAT_VERSION
+
+    @property
+    def reference_dwell(self) -> float:
+        return float(self.data_stats.get("reference_dwell", 60.0))
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> Manifest:
+        return cls(
+            version=str(payload.get("version", "")),
+            trained_at=float(payload.get("trained_at", time.time())),
+            models=list(payload.get("models", [])),
+            data_stats=dict(payload.get("data_stats", {})),
+            catalogue_through=float(payload.get("catalogue_through", math.inf)),
+            format_version=int(payload.get("format_version", ARTIFACT_FORMAT_VERSION)),
+        )
+
+
+def version_dir(artifacts_dir: Path, version: str) -> Path:
+    return artifacts_dir / check_version(version)
+
+
+def has_artifacts(artifacts_dir: Path, version: str) -> bool:
+    """Whether ``version`` has a complete artifacts directory (its manifest is written last)."""
+    try:
+        return (version_dir(artifacts_dir, version) / MANIFEST_FILE).is_file()
+    except ValueError:
+        return False
+
+
+def read_manifest(artifacts_dir: Path, version: str) -> Manifest:
+    path = version_dir(artifacts_dir, version) / MANIFEST_FILE
+    if not path.is_file():
+        raise UnknownVersion(f"no artifacts for model version {version}")
+    return Manifest.from_json(json.loads(path.read_text()))
+
+
+def load_models(artifacts_dir: Path, version: str) -> dict[str, Any]:
+    """Every registered model the version holds, by name."""
+    directory = version_dir(artifacts_dir, version)
+    return {
+        spec.name: spec.load(directory / spec.name)
+        for spec in registry.specs()
+        if (directory / spec.name).is_dir()
+    }
+
+
+def load_popularity(artifacts_dir: Path, version: str) -> PopularityModel | None:
+    return PopularityModel.load(version_dir(artifacts_dir, version))
+
+
+def write_version(
+    artifacts_dir: Path,
+    manifest: Manifest,
+    data: InteractionData,
+    popularity: PopularityModel,
+    models: dict[str, Any],
+) -> Path:
+    """Save a version's artifacts off to the side, then rename them into place."""
+    final = version_dir(artifacts_dir, manifest.version)
+    partial = final.with_name(final.name + PARTIAL_SUFFIX)
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    data.save(partial / INTERACTIONS_DIR)
+    popularity.save(partial)
+    for name, model in models.items():
+        model.save(partial / name)
+    # Written last: a directory with a manifest is a complete version.
+    (partial / MANIFEST_FILE).write_text(json.dumps(asdict(manifest)))
+    os.replace(partial, final)
+    return final
+
+
+def cleanup_artifacts(artifacts_dir: Path, keep: set[str]) -> list[str]:
+    """Remove interrupted artifact builds and versions that are no longer kept."""
+    removed: list[str] = []
+    if not artifacts_dir.is_dir():
+        return removed
+    for path in artifacts_dir.iterdir():
+        if path.name.endswith(PARTIAL_SUFFIX) or (path.is_dir() and path.name not in keep):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
+def activate(store: Store, vectors: VectorStore, artifacts_dir: Path, version: str) -> str | None:
+    """Make a complete, kept ``version`` live (back or forward) and mark it published.
+
+    Returns the version live before. Raises ``UnknownVersion`` when the name is malformed,
+    its artifacts are missing or its vectors are not complete; other errors (the index
+    unreachable) propagate.
+    """
+    # The artifacts first: a version whose vectors exist but whose models were removed
+    # could go live and then fail to load in every serving process.
+    if not has_artifacts(artifacts_dir, version):
+        raise UnknownVersion(NO_SUCH_VERSION)
+    previous = vectors.live_version()
+    try:
+        vectors.rollback(version)
+    except ValueError:
+        # Not complete, or removed by a cleanup since the artifacts were checked.
+        raise UnknownVersion(NO_SUCH_VERSION) from None
+    with store.transaction() as conn:
+        mark_published(conn, version)
+    return previous
+
+
+__all__ = [
+    "ARTIFACT_FORMAT_VERSION",
+    "MANIFEST_FILE",
+    "NO_SUCH_VERSION",
+    "Manifest",
+    "UnknownVersion",
+    "activate",
+    "cleanup_artifacts",
+    "has_artifacts",
+    "load_models",
+    "load_popularity",
+    "read_manifest",
+    "version_dir",
+    "write_version",
+]

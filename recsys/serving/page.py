@@ -1,0 +1,135 @@
+"""From ranked candidates to a page: fatigue for items like recent skips, MMR with a
+per-category cap for variety, and a reason for every pick."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from recsys import registry
+from recsys.config import FeedConfig
+from recsys.serving.catalogue import Catalogue
+from recsys.serving.history import History
+from recsys.serving.ranking import Ranked, normalise
+from recsys.serving.sources import FeedRequest
+from recsys.serving.types import FeedItem
+
+
+def fatigue(
+    config: FeedConfig, catalogue: Catalogue, history: History, vectors: np.ndarray
+) -> np.ndarray | None:
+    """Penalty for candidates close to recent skips and dislikes, fading with age."""
+    if not len(history) or config.fatigue_penalty <= 0:
+        return None
+    rejected = ((history.types == "skip") | (history.types == "dislike")) & (history.rows >= 0)
+    skips = np.flatnonzero(rejected)[:20]
+    if not skips.size:
+        return None
+    now = float(history.timestamps.max())
+    age_hours = (now - history.timestamps[skips]) / 3600.0
+    decay = np.power(0.5, age_hours / config.fatigue_half_life_hours)
+    skipped = catalogue.content[history.rows[skips]]
+    similarity = np.clip(vectors @ skipped.T, 0.0, 1.0) * decay[None, :]
+    penalty: np.ndarray = config.fatigue_penalty * similarity.max(axis=1)
+    return penalty
+
+
+def diversify(
+    config: FeedConfig,
+    scores: np.ndarray,
+    vectors: np.ndarray,
+    categories: Sequence[Any],
+    limit: int,
+    *,
+    one_category: bool,
+) -> list[int]:
+    """MMR over content vectors, with a per-category cap unless the user likes one only."""
+    lam = config.mmr_lambda
+    cap = limit if one_category else max(2, math.ceil(limit * config.max_category_share))
+    # The whole candidate set (a few hundred items) is the pool, so the category cap can
+    # reach past a run of same-category items at the top.
+    order = np.argsort(-scores, kind="stable")
+    relevance = normalise(scores[order])
+    pool_vectors = vectors[order]
+    chosen: list[int] = []
+    max_sim = np.zeros(len(order))
+    available = np.ones(len(order), dtype=bool)
+    per_category: dict[Any, int] = {}
+    while len(chosen) < limit and available.any():
+        mmr = np.where(available, lam * relevance - (1 - lam) * max_sim, -np.inf)
+        best = int(np.argmax(mmr))
+        available[best] = False
+        category = categories[order[best]]
+        if category is not None and per_category.get(category, 0) >= cap:
+            continue
+        per_category[category] = per_category.get(category, 0) + 1
+        chosen.append(int(order[best]))
+        max_sim = np.maximum(max_sim, pool_vectors @ pool_vectors[best])
+    if len(chosen) < limit:
+        # The cap left the page short: fill with the best remaining regardless of category.
+        rest = [int(i) for i in order if int(i) not in set(chosen)]
+        chosen.extend(rest[: limit - len(chosen)])
+    return chosen
+
+
+def reason(
+    catalogue: Catalogue,
+    sources: list[str],
+    row: int,
+    vector: np.ndarray,
+    positive_rows: np.ndarray,
+) -> str:
+    """Why an item is on the page, from its strongest source."""
+    top = sources[0] if sources else registry.POPULAR_SOURCE
+    model_sources = {spec.source for spec in registry.served()}
+    if top in model_sources and len(positive_rows):
+        anchor = int(positive_rows[int(np.argmax(catalogue.content[positive_rows] @ vector))])
+        title = catalogue.titles[anchor] or catalogue.ids[anchor]
+        return f"because you liked {title}"
+    if top == registry.FRESH_SOURCE and row >= 0:
+        tags = catalogue.tags[row]
+        label = tags[0] if tags else (catalogue.categories[row] or "your feed")
+        return f"new in {label}"
+    category = catalogue.categories[row] if row >= 0 else None
+    return f"popular in {category}" if category else "popular right now"
+
+
+def build_page(request: FeedRequest, ranked: Ranked, limit: int) -> list[FeedItem]:
+    """Pick ``limit`` of the ranked candidates and explain each."""
+    config, catalogue = request.config, request.state.catalogue
+    rows, scores = ranked.rows, ranked.scores
+    vectors = np.where((rows >= 0)[:, None], catalogue.content[np.maximum(rows, 0)], 0.0).astype(
+        np.float32
+    )
+    penalty = fatigue(config, catalogue, request.history, vectors)
+    if penalty is not None:
+        scores = scores - penalty
+
+    categories = np.where(rows >= 0, catalogue.categories[np.maximum(rows, 0)], None)
+    liked_categories = set(catalogue.categories[request.positive_rows].tolist())
+    chosen = diversify(
+        config, scores, vectors, categories, limit, one_category=len(liked_categories) == 1
+    )
+    positive_rows = request.positive_rows[:50]
+    page = []
+    for position in chosen:
+        breakdown = {
+            ranked.sources[j]: float(ranked.parts[position, j])
+            for j in np.flatnonzero(ranked.present[position])
+        }
+        sources = sorted(breakdown, key=lambda s: -breakdown[s])
+        if penalty is not None and penalty[position] > 1e-6:
+            breakdown["fatigue"] = -float(penalty[position])
+        page.append(
+            FeedItem(
+                item_id=ranked.ids[position],
+                score=round(float(scores[position]), 6),
+                sources=sources,
+                reason=reason(catalogue, sources, rows[position], vectors[position], positive_rows),
+                breakdown={k: round(v, 6) for k, v in breakdown.items()},
+            )
+        )
+    return page

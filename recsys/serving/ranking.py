@@ -1,0 +1,131 @@
+"""The ranking step: from candidate lists to one score per item, with its parts per source.
+
+``Ranker`` is the interface; ``BlendRanker`` is the adaptive blend: each list's scores
+min-max normalised, weighted per source by how much history the user has, and boosted for
+items too new for behaviour to vouch for.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys import registry
+from recsys.serving.cursor import item_hash
+from recsys.serving.sources import CandidateList, FeedRequest
+
+
+@dataclass
+class Ranked:
+    """Candidates with scores: ``parts[i, j]`` is what source ``sources[j]`` adds to item
+    ``ids[i]``'s score, counted where ``present[i, j]``."""
+
+    ids: list[str]
+    rows: np.ndarray  # catalogue row per item, -1 if unknown
+    scores: np.ndarray
+    parts: np.ndarray
+    present: np.ndarray
+    sources: tuple[str, ...]
+
+
+class Ranker(ABC):
+    name: str
+
+    @abstractmethod
+    def rank(
+        self, request: FeedRequest, lists: list[CandidateList], served: set[bytes]
+    ) -> Ranked | None:
+        """Score every candidate not yet ``served`` (hashes); None when there is none."""
+
+
+def normalise(scores: np.ndarray) -> np.ndarray:
+    """Min-max to [0, 1] within one source's candidate list (a single candidate gets 1)."""
+    if len(scores) == 0:
+        return scores
+    low, high = float(scores.min()), float(scores.max())
+    if high - low < 1e-12:
+        return np.ones_like(scores)
+    return (scores - low) / (high - low)
+
+
+class BlendRanker(Ranker):
+    name = "blend"
+
+    def rank(
+        self, request: FeedRequest, lists: list[CandidateList], served: set[bytes]
+    ) -> Ranked | None:
+        config = request.config
+        sources = registry.feed_sources()
+        column_of = {s: j for j, s in enumerate(sources)}
+        # Every hit of every list as (item, source column, share x normalised score), then
+        # summed per item and source in one scatter-add. A source's second list (the recent
+        # likes) counts towards its column at its share.
+        hit_ids: list[str] = []
+        hit_columns: list[int] = []
+        hit_values: list[np.ndarray] = []
+        for candidates in lists:
+            hits = candidates.hits
+            if not hits:
+                continue
+            normalised = normalise(np.fromiter((h.score for h in hits), np.float64, len(hits)))
+            names = [h.item_id for h in hits]
+            if served:
+                fresh = np.fromiter((item_hash(i) not in served for i in names), bool, len(names))
+                names = [i for i, keep in zip(names, fresh, strict=True) if keep]
+                normalised = normalised[fresh]
+            hit_ids.extend(names)
+            hit_columns.extend([column_of[candidates.source]] * len(names))
+            hit_values.append(candidates.share * normalised)
+        if not hit_ids:
+            return None
+        slot = {item_id: position for position, item_id in enumerate(dict.fromkeys(hit_ids))}
+        ids = list(slot)
+        positions = np.fromiter((slot[i] for i in hit_ids), np.int64, len(hit_ids))
+        columns = np.asarray(hit_columns, dtype=np.int64)
+        contributions = np.zeros((len(ids), len(sources)))
+        np.add.at(contributions, (positions, columns), np.concatenate(hit_values))
+        present = np.zeros_like(contributions, dtype=bool)
+        present[positions, columns] = True
+
+        catalogue = request.state.catalogue
+        rows = catalogue.rows(ids)
+        popularity = np.where(rows >= 0, catalogue.popularity[np.maximum(rows, 0)], 0.0)
+        coldness = np.clip(1.0 - popularity / max(config.cold_item_interactions, 1), 0.0, 1.0)
+        # Cold items lean on the sources that can judge them without interactions.
+        factor = np.ones_like(contributions)
+        factor[:, [column_of[s] for s in cold_item_sources()]] = (
+            1.0 + config.cold_item_boost * coldness
+        )[:, None]
+        weighted = contributions * source_weights(request, sources) * factor
+        return Ranked(
+            ids=ids,
+            rows=rows,
+            scores=weighted.sum(axis=1),
+            parts=weighted,
+            present=present,
+            sources=sources,
+        )
+
+
+def source_weights(request: FeedRequest, sources: tuple[str, ...]) -> np.ndarray:
+    """Blend weights interpolated between cold and warm by the user's history length. A
+    source the config does not name takes its model's declared default."""
+    config, warmth = request.config, request.warmth
+    defaults = {spec.source: spec.default_weights for spec in registry.served()}
+    weights = []
+    for source in sources:
+        warm_default, cold_default = defaults.get(source, (0.0, 0.0))
+        warm = config.warm_weights.get(source, warm_default)
+        cold = config.cold_weights.get(source, cold_default)
+        weights.append(warmth * warm + (1 - warmth) * cold)
+    return np.array(weights)
+
+
+def cold_item_sources() -> list[str]:
+    """The sources that judge an item by its content, not by who interacted with it."""
+    return [
+        *(spec.source for spec in registry.served() if spec.embeds_items and spec.source),
+        registry.FRESH_SOURCE,
+    ]

@@ -1,0 +1,284 @@
+"""The recommender: the public face of serving. One request builds one page:
+
+1. read the user's recent events from the store (so a like is felt on the next page);
+2. gather candidates from every source (each registered model's vectors, fresh items,
+   popularity), with consumed items, request filters and the page history pushed down
+   into one batch of vector-index queries;
+3. rank them (the adaptive blend of ``ranking.BlendRanker``);
+4. demote items close to recent skips, pick the page with MMR and a per-category cap, and
+   explain each pick (``page``).
+
+Everything version-specific lives in one ``ServingState`` that ``refresh()`` swaps
+atomically when a new version is published (``state.LiveVersion``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from recsys.config import FeedConfig, Settings
+from recsys.serving.cursor import decode_cursor, next_cursor
+from recsys.serving.degraded import degraded_feed
+from recsys.serving.history import History, consumed, user_history
+from recsys.serving.items import index_items
+from recsys.serving.page import build_page
+from recsys.serving.ranking import BlendRanker, Ranker
+from recsys.serving.similar import check_similar_request, similar_items
+from recsys.serving.sources import CandidateSource, FeedRequest, default_sources, gather
+from recsys.serving.state import LiveVersion, ServingState
+from recsys.serving.types import FeedFilters, FeedItem, FeedPage, NoModel, SimilarKind
+from recsys.store import Store
+from recsys.store.catalog import upsert_items
+from recsys.store.events import InsertResult, insert_events
+from recsys.vectors import VectorStore, open_vector_store
+from recsys.vectors.base import ItemFilter
+
+log = logging.getLogger("recsys.feed")
+
+
+class Recommender:
+    """Feeds, similar items, and the write paths that must be felt at once."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        vectors: VectorStore,
+        *,
+        sources: list[CandidateSource] | None = None,
+        ranker: Ranker | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.config: FeedConfig = settings.feed
+        self.vectors = vectors
+        self.live = LiveVersion(store, settings, vectors)
+        self.sources = sources
+        self.ranker = ranker or BlendRanker()
+        if self.config.blas_threads:
+            # Process-wide by nature (BLAS pools are global); training sets its own.
+            threadpool_limits(self.config.blas_threads, user_api="blas")
+
+    @classmethod
+    def open(cls, store: Store, settings: Settings) -> Recommender:
+        recommender = cls(store, settings, open_vector_store(settings))
+        recommender.refresh()
+        return recommender
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def model_version(self) -> str | None:
+        state = self.live.current
+        return state.version if state else None
+
+    @property
+    def state(self) -> ServingState | None:
+        """The state serving now (None before any version is live)."""
+        return self.live.current
+
+    def refresh(self) -> bool:
+        """Load the live version if it changed. Cheap when nothing changed; thread-safe."""
+        return self.live.refresh()
+
+    def ready(self) -> dict[str, bool]:
+        status = {"store": False, "index": False, "model": self.live.current is not None}
+        try:
+            with self.store.read() as conn:
+                conn.exec_driver_sql("select 1")
+            status["store"] = True
+        except Exception:
+            status["store"] = False
+        state = self.live.current
+        if state is not None:
+            try:
+                state.index.count()
+                status["index"] = True
+            except Exception:
+                status["index"] = False
+        return status
+
+    def close(self) -> None:
+        self.live.close()
+
+    def require_state(self) -> ServingState:
+        state = self.live.current
+        if state is None:
+            self.refresh()
+            state = self.live.current
+        if state is None:
+            raise NoModel("no model has been published yet: run `recsys train`")
+        return state
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def history(self, state: ServingState, user_id: str) -> History:
+        """The user's recent events, weighed, newest first."""
+        return user_history(
+            self.store,
+            self.settings,
+            state.catalogue,
+            state.reference_dwell,
+            user_id,
+            self.config.history_events,
+        )
+
+    def consumed(self, user_id: str, history: History) -> list[str]:
+        """Items that never come back to this user."""
+        config = self.config
+        return consumed(
+            self.store, user_id, history, config.history_events, config.seen_view_seconds
+        )
+
+    def feed(
+        self,
+        user_id: str,
+        limit: int = 20,
+        cursor: str | None = None,
+        filters: FeedFilters | None = None,
+    ) -> FeedPage:
+        if not 1 <= limit <= 100:
+            raise ValueError("limit must be between 1 and 100")
+        if not isinstance(user_id, str) or not user_id:
+            raise ValueError("user_id must be a non-empty string")
+        served, page = decode_cursor(cursor) if cursor else (set(), 0)
+        try:
+            state = self.require_state()
+        except NoModel:
+            return self.degraded_feed(user_id, limit, served, page, filters)
+        history = self.history(state, user_id)
+        try:
+            items = self.rank(state, user_id, history, limit, served, filters)
+        except Exception as exc:
+            if _is_store_error(exc):
+                raise
+            log.warning("vector index unavailable (%s); serving popularity", exc)
+            self.live.index_error = f"{type(exc).__name__}: {exc}"
+            return self.degraded_feed(user_id, limit, served, page, filters, history)
+        return FeedPage(
+            user_id=user_id,
+            items=items,
+            model_version=state.version,
+            next_cursor=next_cursor(served, (i.item_id for i in items), page),
+            degraded=False,
+        )
+
+    def rank(
+        self,
+        state: ServingState,
+        user_id: str,
+        history: History,
+        limit: int,
+        served: set[bytes],
+        filters: FeedFilters | None,
+    ) -> list[FeedItem]:
+        """One page for a user whose history is read: candidates, ranking, the page."""
+        request = self.request(state, user_id, history, limit, served, filters)
+        lists = gather(self.sources or default_sources(), request)
+        ranked = self.ranker.rank(request, lists, served)
+        return build_page(request, ranked, limit) if ranked is not None else []
+
+    def request(
+        self,
+        state: ServingState,
+        user_id: str,
+        history: History,
+        limit: int,
+        served: set[bytes],
+        filters: FeedFilters | None,
+    ) -> FeedRequest:
+        config = self.config
+        catalogue = state.catalogue
+        exclude = list(
+            dict.fromkeys(
+                [
+                    *self.consumed(user_id, history),
+                    *((filters.exclude_ids or []) if filters else []),
+                ]
+            )
+        )
+        positives, negatives = history.liked_and_disliked()
+        # Likes of items the catalogue does not hold cannot steer anything: a user with only
+        # those is cold.
+        positives = [item for item in positives if item in catalogue.index]
+        return FeedRequest(
+            state=state,
+            settings=self.settings,
+            config=config,
+            user_id=user_id,
+            history=history,
+            # Served items are known only by hash: fetch enough extra candidates to cover
+            # them, and never fewer than a page, or a filtered page of 100 comes back short.
+            n=max(config.candidates_per_source, limit) + len(served),
+            item_filter=ItemFilter(
+                categories=(filters.categories or None) if filters else None,
+                tags=(filters.tags or None) if filters else None,
+                exclude_ids=exclude or None,
+            ),
+            filters=filters,
+            excluded=set(exclude),
+            positives=positives,
+            negatives=negatives,
+            positive_rows=catalogue.rows(positives),
+        )
+
+    def degraded_feed(
+        self,
+        user_id: str,
+        limit: int,
+        served: set[bytes],
+        page: int,
+        filters: FeedFilters | None,
+        history: History | None = None,
+    ) -> FeedPage:
+        """Popularity straight from the store, for when the vector index cannot answer."""
+        return degraded_feed(
+            self.store,
+            self.config,
+            user_id,
+            limit,
+            served,
+            page,
+            filters,
+            model_version=self.model_version,
+            history=history,
+        )
+
+    def similar(
+        self, item_id: str, kind: SimilarKind = "content", limit: int = 20
+    ) -> list[FeedItem]:
+        check_similar_request(kind, limit)
+        return similar_items(self.require_state(), item_id, kind, limit)
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def ingest_events(self, valid: pd.DataFrame) -> InsertResult:
+        """Store validated events durably; the next feed request reads them."""
+        with self.store.transaction() as conn:
+            return insert_events(conn, valid)
+
+    def upsert_items(self, valid: pd.DataFrame) -> tuple[int, int]:
+        """Store items, embed them with the saved encoders and index them at once."""
+        with self.store.transaction() as conn:
+            counts = upsert_items(conn, valid)
+        if valid.empty:
+            return counts
+        indexed: ServingState | None = None
+        # A swap may land while this indexes (and the new state's catch-up may have read
+        # the store before this commit became visible): index into each state that was live.
+        while (state := self.live.current) is not None and state is not indexed:
+            with state.lock:
+                index_items(state, valid)
+            indexed = state
+        return counts
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from recsys.store.engine import StoreUnavailable
+
+    return isinstance(exc, (SQLAlchemyError, StoreUnavailable))

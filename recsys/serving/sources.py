@@ -1,0 +1,208 @@
+"""Candidate sources: each proposes scored items for a request. The vector sources' queries
+go to the index as one batch (one round trip, one translation of the seen-items filter);
+the catalogue sources rank in memory.
+
+A source is a name (the blend column its candidates feed) and ``lists(request)``: the
+candidate lists it wants, each either a vector-index query or hits it computed itself.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recsys import registry
+from recsys.config import FeedConfig, Settings
+from recsys.registry import ModelSpec
+from recsys.serving.catalogue import Catalogue
+from recsys.serving.history import History
+from recsys.serving.state import ServingState
+from recsys.serving.types import FeedFilters
+from recsys.vectors.base import BatchQuery, Hit, ItemFilter, LikeExamples, Nearest
+
+POSITIVE_EXAMPLES = 10
+NEGATIVE_EXAMPLES = 5
+# A fold-in source also asks for items close to the user's few latest likes: what someone
+# liked last predicts what they want next better than their whole history does (see
+# FeedConfig.recent_weight).
+RECENT_POSITIVES = 5
+# "Fresh" means created in the week before the version's newest event.
+FRESH_DAYS = 7
+
+
+@dataclass
+class FeedRequest:
+    """What every source and the ranker read about one page being built."""
+
+    state: ServingState
+    settings: Settings
+    config: FeedConfig
+    user_id: str
+    history: History
+    # Candidates per list: enough to cover the served items and a page.
+    n: int
+    item_filter: ItemFilter
+    filters: FeedFilters | None
+    excluded: set[str]
+    # Items the user's history nets positive / negative, most recent first.
+    positives: list[str]
+    negatives: list[str]
+    positive_rows: np.ndarray
+
+    @property
+    def warmth(self) -> float:
+        """0 for a user without history, 1 from ``warm_after_events`` events on."""
+        return min(1.0, len(self.history) / max(self.config.warm_after_events, 1))
+
+
+@dataclass
+class CandidateList:
+    """One list of candidates for the blend column ``source``, counted at ``share``."""
+
+    name: str
+    source: str
+    share: float = 1.0
+    query: BatchQuery | None = None
+    hits: list[Hit] = field(default_factory=list)
+
+
+class CandidateSource(ABC):
+    name: str
+
+    @abstractmethod
+    def lists(self, request: FeedRequest) -> list[CandidateList]:
+        """The lists this source proposes for ``request`` (none when it has nothing)."""
+
+
+class ModelSource(CandidateSource):
+    """A registered model's vectors: nearest to the user's folded-in vector, or like the
+    user's recent positives and unlike their negatives."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        assert spec.source is not None
+        self.spec = spec
+        self.name = spec.source
+
+    def lists(self, request: FeedRequest) -> list[CandidateList]:
+        spec, n, item_filter = self.spec, request.n, request.item_filter
+        if not spec.folds_in_user:
+            if not len(request.positive_rows):
+                return []
+            query = LikeExamples(
+                spec.vector,
+                request.positives[:POSITIVE_EXAMPLES],
+                request.negatives[:NEGATIVE_EXAMPLES],
+                n,
+                item_filter,
+            )
+            return [CandidateList(spec.name, self.name, query=query)]
+        lists = []
+        vector = self.user_vector(request)
+        if vector is not None:
+            lists.append(
+                CandidateList(
+                    self.name, self.name, query=Nearest(spec.vector, vector, n, item_filter)
+                )
+            )
+        if request.positives and request.config.recent_weight > 0:
+            recent = LikeExamples(
+                spec.vector, request.positives[:RECENT_POSITIVES], (), n, item_filter
+            )
+            lists.append(
+                CandidateList("recent", self.name, request.config.recent_weight, query=recent)
+            )
+        return lists
+
+    def user_vector(self, request: FeedRequest) -> np.ndarray | None:
+        """The user's vector folded in from their latest events, else the stored one."""
+        state, history = request.state, request.history
+        model = state.models.get(self.spec.name)
+        known = history.rows >= 0
+        if model is not None and known.any():
+            columns = state.catalogue.model_rows[self.spec.name][history.rows[known]]
+            usable = columns >= 0
+            if usable.any():
+                weights = history.weights[known][usable]
+                if np.any(weights > 0):
+                    vector: np.ndarray = model.fold_in_user(columns[usable], weights)
+                    return vector
+        return state.index.get_user_vector(request.user_id, self.spec.vector)
+
+
+class FreshSource(CandidateSource):
+    """New items: near the user's content profile, or simply the newest for a cold user."""
+
+    name = registry.FRESH_SOURCE
+
+    def lists(self, request: FeedRequest) -> list[CandidateList]:
+        if not len(request.positive_rows):
+            catalogue = request.state.catalogue
+
+            def newest() -> np.ndarray:
+                return np.nan_to_num(catalogue.created_at, nan=-np.inf)
+
+            hits = catalogue.top("newest", newest, request.n, request.excluded, request.filters)
+            return [CandidateList("newest", self.name, hits=hits)]
+        vector = self.content_vector(request)
+        if vector is None:
+            return []
+        item_filter = request.item_filter
+        fresh_filter = ItemFilter(
+            categories=item_filter.categories,
+            tags=item_filter.tags,
+            exclude_ids=item_filter.exclude_ids,
+            created_after=request.state.trained_at - FRESH_DAYS * 86_400,
+        )
+        query = Nearest(registry.CONTENT_MODEL, vector, request.n, fresh_filter)
+        return [CandidateList(self.name, self.name, query=query)]
+
+    @staticmethod
+    def content_vector(request: FeedRequest) -> np.ndarray | None:
+        rows, weights = request.history.rows, request.history.weights
+        keep = rows >= 0
+        if not keep.any():
+            return None
+        negative_weight = request.settings.content.negative_weight
+        w = np.where(weights[keep] > 0, weights[keep], weights[keep] * negative_weight)
+        vector = w @ request.state.catalogue.content[rows[keep]]
+        norm = float(np.linalg.norm(vector))
+        return (vector / norm).astype(np.float32) if norm > 1e-9 else None
+
+
+class PopularSource(CandidateSource):
+    """The popularity model's scores plus what is trending now."""
+
+    name = registry.POPULAR_SOURCE
+
+    def lists(self, request: FeedRequest) -> list[CandidateList]:
+        hits = popular_hits(request.state.catalogue, request.n, request.excluded, request.filters)
+        return [CandidateList(self.name, self.name, hits=hits)]
+
+
+def popular_hits(
+    catalogue: Catalogue, n: int, exclude: set[str], filters: FeedFilters | None
+) -> list[Hit]:
+    """The ``n`` most popular items now (training-time popularity plus twice the trend)."""
+
+    def score() -> np.ndarray:
+        return catalogue.popularity + 2.0 * catalogue.trending
+
+    return catalogue.top("popular", score, n, exclude, filters)
+
+
+def default_sources() -> list[CandidateSource]:
+    """One source per served model (registry order), then fresh and popular."""
+    return [*(ModelSource(spec) for spec in registry.served()), FreshSource(), PopularSource()]
+
+
+def gather(sources: list[CandidateSource], request: FeedRequest) -> list[CandidateList]:
+    """Every source's lists with their hits, the index's queries answered in one batch."""
+    lists = [candidates for source in sources for candidates in source.lists(request)]
+    asked = [candidates for candidates in lists if candidates.query is not None]
+    if asked:
+        answers = request.state.index.query_batch([c.query for c in asked])  # type: ignore[misc]
+        for candidates, hits in zip(asked, answers, strict=True):
+            candidates.hits = hits
+    return lists
