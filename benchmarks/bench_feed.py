@@ -203,7 +203,7 @@ def measured_users(recommender: Any, world: World, seen: int, sample: int) -> li
 def live_index(recommender: Any) -> Any:
     """The recommender's open index (an Edge shard may be open once per process, so the
     baselines must share it)."""
-    return recommender._require_state().index
+    return recommender.require_state().index
 
 
 # --- bare Qdrant Edge ------------------------------------------------------------------------
@@ -450,45 +450,52 @@ NESTED = (("  of history: the store read", "store read"),)
 
 @contextlib.contextmanager
 def instrumented(recommender: Any, clock: StageClock) -> Iterator[list[str]]:
-    """Wrap the recommender's steps on this instance (and the store read in its module);
-    yield the names of steps this version of the recommender does not have."""
-    import recsys.feed as feed_module
+    """Wrap the serving steps (module functions and methods of the serving package) and the
+    index's batch query; yield the names of steps this version of serving does not have."""
+    import importlib
+    import inspect
 
     index = live_index(recommender)
-    steps = {
-        "_history": "history",
-        "_consumed": "consumed",
-        "_als_vector": "fold-in",
-        "_content_vector": "content vector",
-        "_popular": "popular",
-        "_newest": "popular",
-        "_fatigue": "fatigue",
-        "_diversify": "diversify",
-        "_reason": "reasons",
-        "_next_cursor": "cursor",
-    }
-    index_steps: dict[str, Callable[..., str] | str] = {"query_batch": "query batch"}
-    missing = [m for m in steps if not hasattr(recommender, m)]
-    for method, name in steps.items():
-        if method not in missing:
-            setattr(recommender, method, clock.wrap(name, getattr(recommender, method)))
-    for method, label in index_steps.items():
-        setattr(index, method, clock.wrap(label, getattr(index, method)))
-    original_read = getattr(feed_module, "read_user_events", None)
-    if original_read is None:
-        missing.append("read_user_events")
-    else:
-        feed_module.read_user_events = clock.wrap("store read", original_read)
+    # (module, attribute or Class.attribute, label): a step is patched where it is looked
+    # up at call time, so the wrapper sees every call.
+    steps = (
+        ("recsys.serving.recommender", "Recommender.history", "history"),
+        ("recsys.serving.recommender", "Recommender.consumed", "consumed"),
+        ("recsys.serving.history", "read_user_events", "store read"),
+        ("recsys.serving.sources", "ModelSource.user_vector", "fold-in"),
+        ("recsys.serving.sources", "FreshSource.content_vector", "content vector"),
+        ("recsys.serving.catalogue", "Catalogue.top", "popular"),
+        ("recsys.serving.page", "fatigue", "fatigue"),
+        ("recsys.serving.page", "diversify", "diversify"),
+        ("recsys.serving.page", "reason", "reasons"),
+        ("recsys.serving.recommender", "next_cursor", "cursor"),
+    )
+    patched: list[tuple[Any, str, Any]] = []
+    missing: list[str] = []
+    for module_name, path, label in steps:
+        try:
+            owner: Any = importlib.import_module(module_name)
+            *outer, name = path.split(".")
+            for part in outer:
+                owner = getattr(owner, part)
+            original = inspect.getattr_static(owner, name)
+        except (ImportError, AttributeError):
+            missing.append(path)
+            continue
+        if isinstance(original, staticmethod):
+            wrapped: Any = staticmethod(clock.wrap(label, original.__func__))
+        else:
+            wrapped = clock.wrap(label, original)
+        setattr(owner, name, wrapped)
+        patched.append((owner, name, original))
+    index.query_batch = clock.wrap("query batch", index.query_batch)
     try:
         yield missing
     finally:
-        if original_read is not None:
-            feed_module.read_user_events = original_read
-        # The wrappers live in the instances' own dicts; dropping them restores the methods.
-        for method in steps:
-            vars(recommender).pop(method, None)
-        for method in index_steps:
-            vars(index).pop(method, None)
+        for owner, name, original in reversed(patched):
+            setattr(owner, name, original)
+        # The index's wrapper lives in the instance's own dict; dropping it restores it.
+        vars(index).pop("query_batch", None)
 
 
 def breakdown(recommender: Any, users: list[Probe], calls: int, limit: int) -> None:
@@ -518,7 +525,7 @@ def breakdown(recommender: Any, users: list[Probe], calls: int, limit: int) -> N
         accounted = [(a[0] + v[0], a[1] + v[1]) for a, v in zip(accounted, values, strict=True)]
         _stage_line(title, values, mean_cpu)
     rest = [(r[TOTAL][0] - a[0], r[TOTAL][1] - a[1]) for r, a in zip(rows, accounted, strict=True)]
-    _stage_line("rest: blend, filters, pandas glue in _rank", rest, mean_cpu)
+    _stage_line("rest: request, blend, filters, page glue", rest, mean_cpu)
     _stage_line(TOTAL, [r[TOTAL] for r in rows], mean_cpu)
     for title, key in NESTED:
         _stage_line(title, [r.get(key, (0.0, 0.0)) for r in rows], mean_cpu)
@@ -599,7 +606,7 @@ def main() -> None:
     calls = args.calls or 500
     rounds = args.rounds or (1 if args.quick else 3)
 
-    from recsys.feed import Recommender
+    from recsys.serving import Recommender
 
     print(describe_machine())
     with world_home(args.home, "bench-feed-") as home:

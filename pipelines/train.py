@@ -319,7 +319,7 @@ def _run_stages(
     with stages.stage("read"):
         with store.read() as conn:
             # Items upserted after this are not in the version: the service indexes them
-            # into it when it goes live (see recsys.serving.state.LiveVersion.catch_up).
+            # into it when it goes live (see recsys.serving.live.LiveVersion.catch_up).
             catalogue_through = catalogue_updated_through(conn)
             items = load_items(conn)
             newest = float(event_time_range(conn)[1] or 0.0)

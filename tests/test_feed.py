@@ -532,14 +532,14 @@ def test_an_item_upserted_while_a_version_trains_reaches_that_version(
     # under the catch-up's one-second overlap, so move the service's clock past it.
     import time as real_time
 
-    import recsys.serving.state as state_module
+    import recsys.serving.live as live_module
 
     class Later:
         @staticmethod
         def time() -> float:
             return real_time.time() + 60.0
 
-    monkeypatch.setattr(state_module, "time", Later)
+    monkeypatch.setattr(live_module, "time", Later)
     try:
         assert recommender.refresh() is True
         similar = recommender.similar(anchor["item_id"], kind="content", limit=10)

@@ -3,7 +3,7 @@ into its vector index and added to its catalogue, so they can be recommended at 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,9 +11,7 @@ import pandas as pd
 from recsys import registry
 from recsys.columns import ITEM_ID
 from recsys.serving.catalogue import extend_catalogue, unit
-
-if TYPE_CHECKING:
-    from recsys.serving.state import ServingState
+from recsys.serving.state import ServingState
 
 
 def index_items(state: ServingState, items: pd.DataFrame) -> None:

@@ -9,7 +9,7 @@
    explain each pick (``page``).
 
 Everything version-specific lives in one ``ServingState`` that ``refresh()`` swaps
-atomically when a new version is published (``state.LiveVersion``).
+atomically when a new version is published (``live.LiveVersion``).
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from recsys.serving.cursor import decode_cursor, next_cursor
 from recsys.serving.degraded import degraded_feed
 from recsys.serving.history import History, consumed, user_history
 from recsys.serving.items import index_items
+from recsys.serving.live import LiveVersion
 from recsys.serving.page import build_page
 from recsys.serving.ranking import BlendRanker, Ranker
 from recsys.serving.similar import check_similar_request, similar_items
 from recsys.serving.sources import CandidateSource, FeedRequest, default_sources, gather
-from recsys.serving.state import LiveVersion, ServingState
+from recsys.serving.state import ServingState
 from recsys.serving.types import FeedFilters, FeedItem, FeedPage, NoModel, SimilarKind
 from recsys.store import Store
 from recsys.store.catalog import upsert_items
