@@ -17,7 +17,6 @@ saved as ``.npz`` (read back with ``allow_pickle=False``) plus one JSON file; no
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from abc import ABC, abstractmethod
@@ -30,6 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel
 
+from recsys import registry
 from recsys.columns import ITEM_ID
 from recsys.dataset import IdMap, InteractionData
 
@@ -389,12 +389,9 @@ def read_state(directory: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- registry
 
-# Built-in kinds are imported on first use, so loading an ALS model never imports LightFM.
-_REGISTRY: dict[str, str | type[EmbeddingModel[Any]]] = {
-    "als": "recsys.models.als:ALSModel",
-    "hybrid": "recsys.models.hybrid:HybridModel",
-    "content": "recsys.models.content:ContentModel",
-}
+# Classes registered by ``register_model``; the models of ``recsys.registry`` are known
+# without it, by name, and imported on first use (loading ALS never imports LightFM).
+_REGISTRY: dict[str, type[EmbeddingModel[Any]]] = {}
 
 
 def register_model(model_class: type[EmbeddingModel[Any]]) -> type[EmbeddingModel[Any]]:
@@ -406,19 +403,17 @@ def register_model(model_class: type[EmbeddingModel[Any]]) -> type[EmbeddingMode
 def model_class(kind: str) -> type[EmbeddingModel[Any]]:
     """The model class registered under ``kind``."""
     entry = _REGISTRY.get(kind)
-    if entry is None:
-        raise ValueError(f"unknown model kind {kind!r}; known: {sorted(_REGISTRY)}")
-    if isinstance(entry, str):
-        module_name, _, class_name = entry.partition(":")
-        entry = cast(
-            type[EmbeddingModel[Any]], getattr(importlib.import_module(module_name), class_name)
-        )
-        _REGISTRY[kind] = entry
-    return entry
+    if entry is not None:
+        return entry
+    try:
+        spec = registry.get(kind)
+    except KeyError:
+        raise ValueError(f"unknown model kind {kind!r}; known: {available_models()}") from None
+    return cast(type[EmbeddingModel[Any]], spec.load_class())
 
 
 def available_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted({*_REGISTRY, *registry.names()})
 
 
 def load_model(directory: str | Path) -> EmbeddingModel[Any]:
