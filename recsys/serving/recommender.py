@@ -152,7 +152,8 @@ class Recommender:
             return self.degraded_feed(user_id, limit, served, page, filters)
         history = self.history(state, user_id)
         try:
-            items = self.rank(state, user_id, history, limit, served, filters)
+            request = self.request(state, user_id, history, limit, served, filters)
+            items = self.rank(request, served, limit)
         except Exception as exc:
             if _is_store_error(exc):
                 raise
@@ -167,17 +168,8 @@ class Recommender:
             degraded=False,
         )
 
-    def rank(
-        self,
-        state: ServingState,
-        user_id: str,
-        history: History,
-        limit: int,
-        served: set[bytes],
-        filters: FeedFilters | None,
-    ) -> list[FeedItem]:
-        """One page for a user whose history is read: candidates, ranking, the page."""
-        request = self.request(state, user_id, history, limit, served, filters)
+    def rank(self, request: FeedRequest, served: set[bytes], limit: int) -> list[FeedItem]:
+        """One page for a request: candidates, ranking, the page."""
         lists = gather(self.sources or default_sources(), request)
         ranked = self.ranker.rank(request, lists, served)
         return build_page(request, ranked, limit) if ranked is not None else []
@@ -191,6 +183,8 @@ class Recommender:
         served: set[bytes],
         filters: FeedFilters | None,
     ) -> FeedRequest:
+        """What the sources and the ranker read about one page: the user's likes, what to
+        exclude, how many candidates to ask for."""
         config = self.config
         catalogue = state.catalogue
         exclude = list(
