@@ -1,8 +1,6 @@
 """Vector indexes for items and users, versioned per model, on Qdrant Edge or a Qdrant server."""
 
 from recsys.vectors.base import (
-    VECTOR_DISTANCES,
-    VECTOR_NAMES,
     BatchQuery,
     Hit,
     ItemFilter,
@@ -11,21 +9,20 @@ from recsys.vectors.base import (
     RecommendStrategy,
     VectorIndex,
     point_id,
+    vector_distance,
 )
+from recsys.vectors.factory import open_vector_store
 from recsys.vectors.versions import (
     STAGES,
     IndexBuild,
     NoLiveVersionError,
     VectorStore,
     VersionInfo,
-    open_vector_store,
     set_stage_hook,
 )
 
 __all__ = [
     "STAGES",
-    "VECTOR_DISTANCES",
-    "VECTOR_NAMES",
     "BatchQuery",
     "Hit",
     "IndexBuild",
@@ -40,4 +37,5 @@ __all__ = [
     "open_vector_store",
     "point_id",
     "set_stage_hook",
+    "vector_distance",
 ]

@@ -2,7 +2,7 @@
 
 One model version owns two collections:
 
-* ``items``: named vectors ``als``, ``hybrid`` and ``content`` plus the payload
+* ``items``: one named vector per registered model (``recsys.registry``) plus the payload
   ``item_id`` (external id), ``category`` (keyword), ``tags`` (keyword list),
   ``created_at`` (unix seconds) and ``popularity``;
 * ``users``: the same named vectors plus the payload ``user_id``.
@@ -27,13 +27,8 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-# Dot products reproduce the factorisation models' scores; content embeddings compare by angle.
-VECTOR_DISTANCES: Final[Mapping[str, Literal["dot", "cosine"]]] = {
-    "als": "dot",
-    "hybrid": "dot",
-    "content": "cosine",
-}
-VECTOR_NAMES: Final[tuple[str, ...]] = tuple(VECTOR_DISTANCES)
+from recsys import registry
+from recsys.registry import Distance
 
 ITEMS: Final = "items"
 USERS: Final = "users"
@@ -206,7 +201,6 @@ class VectorIndex(ABC):
 
     # -- reads ----------------------------------------------------------------------------
 
-    @abstractmethod
     def search(
         self,
         vector_name: str,
@@ -217,8 +211,9 @@ class VectorIndex(ABC):
         exact: bool = False,
     ) -> list[Hit]:
         """Items nearest to ``query_vector`` in the ``vector_name`` space, best first."""
+        vector, limit = check_search(self.dims, vector_name, query_vector, limit)
+        return self._search(vector_name, vector, limit, filters, exact)
 
-    @abstractmethod
     def recommend(
         self,
         vector_name: str,
@@ -235,6 +230,35 @@ class VectorIndex(ABC):
         Example ids missing from the index are ignored; the examples themselves are never
         returned. With no usable example the result is empty.
         """
+        strategy, limit, positives, negatives = check_recommend(
+            self.dims, vector_name, positive_ids, negative_ids, limit, strategy
+        )
+        return self._recommend(vector_name, positives, negatives, limit, filters, strategy, exact)
+
+    @abstractmethod
+    def _search(
+        self,
+        vector_name: str,
+        vector: FloatArray,
+        limit: int,
+        filters: ItemFilter | None,
+        exact: bool,
+    ) -> list[Hit]:
+        """``search`` with validated arguments: ``vector`` fits ``vector_name``."""
+
+    @abstractmethod
+    def _recommend(
+        self,
+        vector_name: str,
+        positives: list[str],
+        negatives: list[str],
+        limit: int,
+        filters: ItemFilter | None,
+        strategy: RecommendStrategy,
+        exact: bool,
+    ) -> list[Hit]:
+        """``recommend`` with validated arguments: distinct example ids, none both positive
+        and negative, and at least one example the strategy can use."""
 
     def query_batch(self, queries: Sequence[BatchQuery]) -> list[list[Hit]]:
         """Run several queries at once; one result list per query, in order.
@@ -257,13 +281,20 @@ class VectorIndex(ABC):
             results.append([Hit(h.item_id, h.score, {"item_id": h.item_id}) for h in hits])
         return results
 
-    @abstractmethod
     def get_item_vectors(self, ids: Sequence[str], vector_name: str) -> dict[str, FloatArray]:
         """The stored ``vector_name`` vector of each found item, in the order asked."""
+        check_vector_name(self.dims, vector_name)
+        return self._vectors(ITEMS, check_ids(ids, unique=False), vector_name)
 
-    @abstractmethod
     def get_user_vector(self, user_id: str, vector_name: str) -> FloatArray | None:
         """The stored ``vector_name`` vector of a user, or None if unknown."""
+        check_vector_name(self.dims, vector_name)
+        return self._vectors(USERS, check_ids([user_id], "user_id"), vector_name).get(user_id)
+
+    @abstractmethod
+    def _vectors(self, collection: str, ids: list[str], vector_name: str) -> dict[str, FloatArray]:
+        """The stored ``vector_name`` vector of each found point of ``collection`` (items or
+        users) by external id, in the order of the validated ``ids``."""
 
     @abstractmethod
     def get_items(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -292,14 +323,30 @@ class VectorIndex(ABC):
 # -- validation shared by the backends ------------------------------------------------------
 
 
+def vector_distance(name: str) -> Distance:
+    """The distance of the named vector ``name``, as registered by its model.
+
+    Read from ``recsys.registry`` at each call, so a model registered at run time is known
+    from then on. Raises ValueError for a name no registered model publishes.
+    """
+    return _distance(registry.distances(), name)
+
+
+def _distance(distances: Mapping[str, Distance], name: str) -> Distance:
+    distance = distances.get(name)
+    if distance is None:
+        raise ValueError(f"unknown vector name {name!r}; expected one of {tuple(distances)}")
+    return distance
+
+
 def validate_dims(dims: Mapping[str, int]) -> dict[str, int]:
     """Check a ``{vector name: dimension}`` schema and return it as a plain dict."""
     if not dims:
         raise ValueError("at least one named vector is required")
+    distances = registry.distances()
     checked: dict[str, int] = {}
     for name, dim in dims.items():
-        if name not in VECTOR_DISTANCES:
-            raise ValueError(f"unknown vector name {name!r}; expected one of {VECTOR_NAMES}")
+        _distance(distances, name)
         if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
             raise ValueError(f"dimension of {name!r} must be a positive integer, got {dim!r}")
         checked[name] = int(dim)
@@ -308,8 +355,7 @@ def validate_dims(dims: Mapping[str, int]) -> dict[str, int]:
 
 def check_vector_name(dims: Mapping[str, int], vector_name: str) -> int:
     """Return the dimension of ``vector_name``, or raise ValueError if it is not configured."""
-    if vector_name not in VECTOR_DISTANCES:
-        raise ValueError(f"unknown vector name {vector_name!r}; expected one of {VECTOR_NAMES}")
+    vector_distance(vector_name)
     if vector_name not in dims:
         raise ValueError(
             f"vector {vector_name!r} is not configured in this index (has {sorted(dims)})"
@@ -367,6 +413,31 @@ def check_limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
     return int(limit)
+
+
+def check_search(
+    dims: Mapping[str, int], vector_name: str, query_vector: npt.ArrayLike, limit: int
+) -> tuple[FloatArray, int]:
+    """The arguments of ``VectorIndex.search``: the query as float32 and the limit."""
+    vector = check_query_vector(dims, vector_name, query_vector)
+    return vector, check_limit(limit)
+
+
+def check_recommend(
+    dims: Mapping[str, int],
+    vector_name: str,
+    positive_ids: Sequence[str],
+    negative_ids: Sequence[str],
+    limit: int,
+    strategy: str,
+) -> tuple[RecommendStrategy, int, list[str], list[str]]:
+    """The arguments of ``VectorIndex.recommend``: strategy, limit and the example ids
+    (see ``check_examples``)."""
+    check_vector_name(dims, vector_name)
+    checked_strategy = check_strategy(strategy)
+    checked_limit = check_limit(limit)
+    positives, negatives = check_examples(positive_ids, negative_ids, checked_strategy)
+    return checked_strategy, checked_limit, positives, negatives
 
 
 def check_batch_size(batch_size: int) -> int:

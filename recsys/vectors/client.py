@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 import numpy as np
-import numpy.typing as npt
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
@@ -25,7 +24,6 @@ from recsys.vectors.base import (
     INDEXED_ITEM_FIELDS,
     ITEMS,
     USERS,
-    VECTOR_DISTANCES,
     FloatArray,
     Hit,
     ItemFilter,
@@ -33,14 +31,10 @@ from recsys.vectors.base import (
     VectorIndex,
     batches,
     check_batch_size,
-    check_examples,
     check_ids,
-    check_limit,
-    check_query_vector,
-    check_strategy,
-    check_vector_name,
     point_id,
     validate_dims,
+    vector_distance,
 )
 from recsys.vectors.versions import IndexBuild, VectorStore, VersionInfo, check_version, stage
 
@@ -131,7 +125,7 @@ class ClientIndex(VectorIndex):
         into ``shards`` shards of ``replicas`` copies each on a cluster."""
         dims = validate_dims(dims)
         vectors = {
-            name: models.VectorParams(size=dim, distance=_DISTANCES[VECTOR_DISTANCES[name]])
+            name: models.VectorParams(size=dim, distance=_DISTANCES[vector_distance(name)])
             for name, dim in dims.items()
         }
         client.create_collection(
@@ -199,34 +193,26 @@ class ClientIndex(VectorIndex):
 
     # -- reads ----------------------------------------------------------------------------
 
-    def search(
+    def _search(
         self,
         vector_name: str,
-        query_vector: npt.ArrayLike,
-        limit: int = 20,
-        filters: ItemFilter | None = None,
-        *,
-        exact: bool = False,
+        vector: FloatArray,
+        limit: int,
+        filters: ItemFilter | None,
+        exact: bool,
     ) -> list[Hit]:
-        vector = check_query_vector(self._dims, vector_name, query_vector)
-        return self._query(vector.tolist(), vector_name, check_limit(limit), filters, exact)
+        return self._query(vector.tolist(), vector_name, limit, filters, exact)
 
-    def recommend(
+    def _recommend(
         self,
         vector_name: str,
-        positive_ids: Sequence[str],
-        negative_ids: Sequence[str] = (),
-        limit: int = 20,
-        filters: ItemFilter | None = None,
-        *,
-        strategy: RecommendStrategy = "average_vector",
-        exact: bool = False,
+        positives: list[str],
+        negatives: list[str],
+        limit: int,
+        filters: ItemFilter | None,
+        strategy: RecommendStrategy,
+        exact: bool,
     ) -> list[Hit]:
-        check_vector_name(self._dims, vector_name)
-        strategy = check_strategy(strategy)
-        limit = check_limit(limit)
-        positives, negatives = check_examples(positive_ids, negative_ids, strategy)
-
         def query(pos: list[str], neg: list[str]) -> list[Hit]:
             recommend = models.RecommendInput(
                 positive=[point_id(i) for i in pos] or None,
@@ -274,14 +260,6 @@ class ClientIndex(VectorIndex):
             for point in response.points
             if point.payload is not None
         ]
-
-    def get_item_vectors(self, ids: Sequence[str], vector_name: str) -> dict[str, FloatArray]:
-        check_vector_name(self._dims, vector_name)
-        return self._vectors(ITEMS, check_ids(ids, unique=False), vector_name)
-
-    def get_user_vector(self, user_id: str, vector_name: str) -> FloatArray | None:
-        check_vector_name(self._dims, vector_name)
-        return self._vectors(USERS, check_ids([user_id], "user_id"), vector_name).get(user_id)
 
     def _vectors(self, collection: str, ids: list[str], vector_name: str) -> dict[str, FloatArray]:
         by_point = {point_id(i): i for i in ids}
@@ -493,9 +471,7 @@ class ClientStore(VectorStore):
         return infos
 
     def cleanup(self, keep: int | None = None) -> list[str]:
-        keep = self.keep if keep is None else keep
-        if keep < 1:
-            raise ValueError(f"keep must be at least 1, got {keep}")
+        keep = self._keep_count(keep)
         removed = self._remove_leftovers()
         versions = self.list_versions()
         keep_names = {v.version for v in versions[-keep:]} | {v.version for v in versions if v.live}

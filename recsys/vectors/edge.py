@@ -35,32 +35,27 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import numpy as np
-import numpy.typing as npt
 import qdrant_edge as qe
 
 from recsys.vectors.base import (
     INDEXED_ITEM_FIELDS,
     ITEMS,
     USERS,
-    VECTOR_DISTANCES,
     BatchQuery,
     FloatArray,
     Hit,
     ItemFilter,
     LikeExamples,
-    Nearest,
     RecommendStrategy,
     VectorIndex,
     batches,
     check_batch_size,
-    check_examples,
     check_ids,
-    check_limit,
-    check_query_vector,
-    check_strategy,
-    check_vector_name,
+    check_recommend,
+    check_search,
     point_id,
     validate_dims,
+    vector_distance,
 )
 from recsys.vectors.versions import (
     IndexBuild,
@@ -181,7 +176,7 @@ class EdgeIndex(VectorIndex):
         def vectors(hnsw: qe.HnswIndexConfig | None = None) -> dict[str, qe.EdgeVectorParams]:
             return {
                 name: qe.EdgeVectorParams(
-                    size=dim, distance=_DISTANCES[VECTOR_DISTANCES[name]], hnsw_config=hnsw
+                    size=dim, distance=_DISTANCES[vector_distance(name)], hnsw_config=hnsw
                 )
                 for name, dim in dims.items()
             }
@@ -297,38 +292,27 @@ class EdgeIndex(VectorIndex):
 
     # -- reads ----------------------------------------------------------------------------
 
-    def search(
+    def _search(
         self,
         vector_name: str,
-        query_vector: npt.ArrayLike,
-        limit: int = 20,
-        filters: ItemFilter | None = None,
-        *,
-        exact: bool = False,
+        vector: FloatArray,
+        limit: int,
+        filters: ItemFilter | None,
+        exact: bool,
     ) -> list[Hit]:
-        vector = check_query_vector(self._dims, vector_name, query_vector)
-        return self._query(
-            qe.Query.Nearest(vector.tolist(), using=vector_name),
-            check_limit(limit),
-            edge_filter(filters),
-            exact,
-        )
+        query = qe.Query.Nearest(vector.tolist(), using=vector_name)
+        return self._query(query, limit, edge_filter(filters), exact)
 
-    def recommend(
+    def _recommend(
         self,
         vector_name: str,
-        positive_ids: Sequence[str],
-        negative_ids: Sequence[str] = (),
-        limit: int = 20,
-        filters: ItemFilter | None = None,
-        *,
-        strategy: RecommendStrategy = "average_vector",
-        exact: bool = False,
+        positives: list[str],
+        negatives: list[str],
+        limit: int,
+        filters: ItemFilter | None,
+        strategy: RecommendStrategy,
+        exact: bool,
     ) -> list[Hit]:
-        check_vector_name(self._dims, vector_name)
-        strategy = check_strategy(strategy)
-        limit = check_limit(limit)
-        positives, negatives = check_examples(positive_ids, negative_ids, strategy)
         found = self.get_item_vectors([*positives, *negatives], vector_name)
         pos = [found[i] for i in positives if i in found]
         neg = [found[i] for i in negatives if i in found]
@@ -364,37 +348,43 @@ class EdgeIndex(VectorIndex):
     def query_batch(self, queries: Sequence[BatchQuery]) -> list[list[Hit]]:
         # One retrieve for every example vector and one query_batch for every query: the
         # per-call overhead (and building a filter of a few hundred excluded ids) is paid
-        # once, not once per query.
+        # once, not once per query. Every query is checked as ``search`` or ``recommend``
+        # checks it before any runs: a nearest query keeps its float32 vector, a recommend
+        # query its example ids.
         examples: dict[str, set[str]] = {}
-        checked: list[tuple[list[str], list[str]] | None] = []
+        checked: list[tuple[int, FloatArray | tuple[list[str], list[str]]]] = []
         for query in queries:
-            check_vector_name(self._dims, query.vector_name)
-            check_limit(query.limit)
             if isinstance(query, LikeExamples):
-                positives, negatives = check_examples(
-                    query.positive_ids, query.negative_ids, "average_vector"
+                _, limit, positives, negatives = check_recommend(
+                    self._dims,
+                    query.vector_name,
+                    query.positive_ids,
+                    query.negative_ids,
+                    query.limit,
+                    "average_vector",
                 )
                 examples.setdefault(query.vector_name, set()).update(positives, negatives)
-                checked.append((positives, negatives))
+                checked.append((limit, (positives, negatives)))
             else:
-                checked.append(None)
+                vector, limit = check_search(
+                    self._dims, query.vector_name, query.vector, query.limit
+                )
+                checked.append((limit, vector))
         found = self._vectors_by_name(ITEMS, examples)
         filters: dict[int, tuple[qe.Filter | None, frozenset[str]]] = {}
         exclusions: dict[tuple[str, ...], Any] = {}
         requests: list[qe.QueryRequest] = []
         answered: list[bool] = []
-        for query, example_ids in zip(queries, checked, strict=True):
+        for query, (limit, arguments) in zip(queries, checked, strict=True):
             key = id(query.filters)
             if key not in filters:
                 excluded = frozenset((query.filters.exclude_ids or ()) if query.filters else ())
                 filters[key] = (edge_filter(query.filters, excluded=exclusions), excluded)
             query_filter, excluded = filters[key]
-            if example_ids is None:
-                assert isinstance(query, Nearest)
-                vector = check_query_vector(self._dims, query.vector_name, query.vector)
-                native = qe.Query.Nearest(vector.tolist(), using=query.vector_name)
+            if isinstance(arguments, np.ndarray):
+                native = qe.Query.Nearest(arguments.tolist(), using=query.vector_name)
             else:
-                positives, negatives = example_ids
+                positives, negatives = arguments
                 vectors = found.get(query.vector_name, {})
                 pos = [vectors[i] for i in positives if i in vectors]
                 neg = [vectors[i] for i in negatives if i in vectors]
@@ -408,7 +398,7 @@ class EdgeIndex(VectorIndex):
                     query_filter = edge_filter(query.filters, extra, excluded=exclusions)
             requests.append(
                 qe.QueryRequest(
-                    limit=int(query.limit),
+                    limit=limit,
                     query=native,
                     filter=query_filter,
                     # No payload: reading it costs the engine about 7 us a hit, twice the
@@ -480,14 +470,6 @@ class EdgeIndex(VectorIndex):
                 if name in vectors and external in wanted[name]:
                     of_name[external] = np.asarray(vectors[name], dtype=np.float32)
         return found
-
-    def get_item_vectors(self, ids: Sequence[str], vector_name: str) -> dict[str, FloatArray]:
-        check_vector_name(self._dims, vector_name)
-        return self._vectors(ITEMS, check_ids(ids, unique=False), vector_name)
-
-    def get_user_vector(self, user_id: str, vector_name: str) -> FloatArray | None:
-        check_vector_name(self._dims, vector_name)
-        return self._vectors(USERS, check_ids([user_id], "user_id"), vector_name).get(user_id)
 
     def _vectors(self, collection: str, ids: list[str], vector_name: str) -> dict[str, FloatArray]:
         found = self._vectors_by_name(collection, {vector_name: set(ids)})[vector_name]
@@ -676,9 +658,7 @@ class EdgeStore(VectorStore):
         return infos
 
     def cleanup(self, keep: int | None = None) -> list[str]:
-        keep = self.keep if keep is None else keep
-        if keep < 1:
-            raise ValueError(f"keep must be at least 1, got {keep}")
+        keep = self._keep_count(keep)
         with self._store_lock():
             removed = self._remove_leftovers()
             versions = self.list_versions()

@@ -23,9 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal
-
-import numpy.typing as npt
+from typing import Any, Final, Literal
 
 from recsys.vectors.base import (
     FloatArray,
@@ -34,9 +32,6 @@ from recsys.vectors.base import (
     RecommendStrategy,
     VectorIndex,
 )
-
-if TYPE_CHECKING:
-    from recsys.config import Settings
 
 _VERSION_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _RESERVED_SUFFIXES: Final = (".partial", ".tmp", ".lock", ".deleting")
@@ -142,6 +137,13 @@ class VectorStore(ABC):
     def _abort(self, build: IndexBuild) -> None:
         """Discard a build."""
 
+    def _keep_count(self, keep: int | None) -> int:
+        """``cleanup``'s ``keep``: the store's own by default, and at least 1."""
+        keep = self.keep if keep is None else keep
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        return keep
+
     def open_live(self) -> VectorIndex:
         """Open the live version for serving. Raises NoLiveVersionError if there is none."""
         for _ in range(3):
@@ -238,47 +240,35 @@ class IndexBuild(VectorIndex):
         self._check_open()
         return self.index._upsert(collection, ids, arrays, payloads, batch_size)
 
-    def search(
+    def _search(
         self,
         vector_name: str,
-        query_vector: npt.ArrayLike,
-        limit: int = 20,
-        filters: ItemFilter | None = None,
-        *,
-        exact: bool = False,
+        vector: FloatArray,
+        limit: int,
+        filters: ItemFilter | None,
+        exact: bool,
     ) -> list[Hit]:
         self._check_open()
-        return self.index.search(vector_name, query_vector, limit, filters, exact=exact)
+        return self.index._search(vector_name, vector, limit, filters, exact)
 
-    def recommend(
+    def _recommend(
         self,
         vector_name: str,
-        positive_ids: Sequence[str],
-        negative_ids: Sequence[str] = (),
-        limit: int = 20,
-        filters: ItemFilter | None = None,
-        *,
-        strategy: RecommendStrategy = "average_vector",
-        exact: bool = False,
+        positives: list[str],
+        negatives: list[str],
+        limit: int,
+        filters: ItemFilter | None,
+        strategy: RecommendStrategy,
+        exact: bool,
     ) -> list[Hit]:
         self._check_open()
-        return self.index.recommend(
-            vector_name,
-            positive_ids,
-            negative_ids,
-            limit,
-            filters,
-            strategy=strategy,
-            exact=exact,
+        return self.index._recommend(
+            vector_name, positives, negatives, limit, filters, strategy, exact
         )
 
-    def get_item_vectors(self, ids: Sequence[str], vector_name: str) -> dict[str, FloatArray]:
+    def _vectors(self, collection: str, ids: list[str], vector_name: str) -> dict[str, FloatArray]:
         self._check_open()
-        return self.index.get_item_vectors(ids, vector_name)
-
-    def get_user_vector(self, user_id: str, vector_name: str) -> FloatArray | None:
-        self._check_open()
-        return self.index.get_user_vector(user_id, vector_name)
+        return self.index._vectors(collection, ids, vector_name)
 
     def get_items(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         self._check_open()
@@ -307,33 +297,3 @@ class IndexBuild(VectorIndex):
             self.commit()
         else:
             self.abort()
-
-
-def open_vector_store(settings: Settings | None = None) -> VectorStore:
-    """The store configured by ``settings``: a Qdrant server when ``qdrant_url`` is set,
-    otherwise embedded Qdrant Edge under ``vectors_dir``."""
-    if settings is None:
-        from recsys.config import get_settings
-
-        settings = get_settings()
-    if settings.qdrant_url:
-        from qdrant_client import QdrantClient
-
-        from recsys.vectors.client import ClientStore
-
-        client = QdrantClient(
-            url=settings.qdrant_url,
-            api_key=settings.qdrant_api_key,
-            timeout=settings.qdrant_timeout,
-        )
-        return ClientStore(
-            client,
-            keep=settings.keep_versions,
-            owns_client=True,
-            shards=settings.qdrant_shards,
-            replicas=settings.qdrant_replicas,
-        )
-
-    from recsys.vectors.edge import EdgeStore
-
-    return EdgeStore(settings.vectors_dir, keep=settings.keep_versions)

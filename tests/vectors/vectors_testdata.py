@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from recsys.vectors import VectorStore
-from recsys.vectors.base import VECTOR_DISTANCES, ItemFilter
+from recsys.vectors.base import ItemFilter, vector_distance
 from recsys.vectors.edge import EdgeStore
 
 DIMS = {"als": 32, "hybrid": 16, "content": 24}
@@ -78,7 +78,7 @@ def make_users(n: int, seed: int, dims: dict[str, int] | None = None) -> Users:
 def stored(items: Items, name: str) -> np.ndarray:
     """Vectors as the engine stores them: cosine spaces keep unit vectors."""
     matrix = items.vectors[name].astype(np.float64)
-    if VECTOR_DISTANCES[name] == "cosine":
+    if vector_distance(name) == "cosine":
         matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix
 
@@ -109,7 +109,7 @@ def brute_search(
     items: Items, name: str, query: np.ndarray, limit: int, filters: ItemFilter | None = None
 ) -> list[tuple[str, float]]:
     q = query.astype(np.float64)
-    if VECTOR_DISTANCES[name] == "cosine":
+    if vector_distance(name) == "cosine":
         q = q / np.linalg.norm(q)
     return top(items, stored(items, name) @ q, allowed(items, filters), limit)
 
@@ -137,7 +137,7 @@ def brute_recommend(
         target = matrix[pos].mean(axis=0)
         if neg:
             target = target + target - matrix[neg].mean(axis=0)
-        if VECTOR_DISTANCES[name] == "cosine":
+        if vector_distance(name) == "cosine":
             target = target / np.linalg.norm(target)
         return top(items, matrix @ target, mask, limit)
     pos_scores = matrix @ matrix[pos].T if pos else np.full((len(items.ids), 0), 0.0)
