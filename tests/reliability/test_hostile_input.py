@@ -465,8 +465,11 @@ def test_hostile_ids_round_trip_over_http(
         assert feed.status_code == 200, feed.text
         body = feed.json()
         assert body["user_id"] == user and not body["degraded"]
-        # The liked item is consumed: it does not come back.
-        assert item not in [i["item_id"] for i in body["items"]]
+        # The liked item is consumed: it does not come back. (When an earlier example
+        # sent this event_id, the like stored was that example's, and this user liked
+        # nothing: the new item may rightly be in their feed.)
+        if accepted:
+            assert item not in [i["item_id"] for i in body["items"]]
     with store.read() as conn:
         row = conn.execute(
             select(events_table.c.user_id, events_table.c.item_id).where(
