@@ -11,7 +11,7 @@ import pytest
 from recsys import registry
 from recsys.registry import ModelSpec
 from recsys.serving import Recommender
-from tests.conftest import build_trained_world
+from tests.conftest import TrainedWorld, build_trained_world
 
 SMALL = ModelSpec(
     name="small_svd",
@@ -83,3 +83,17 @@ def test_a_registered_model_is_trained_published_and_served(tmp_path: Path) -> N
             world.store.dispose()
     assert "small_svd" not in registry.names()
     assert "small_svd" not in registry.feed_sources()
+
+
+def test_a_version_trained_before_a_model_was_registered_still_serves(
+    trained_world: TrainedWorld,
+) -> None:
+    with registry.registered(SMALL):
+        recommender = Recommender.open(trained_world.store, trained_world.settings)
+        try:
+            assert "small_svd" not in recommender.require_state().models
+            page = recommender.feed("demo-user-0003", limit=10)
+            assert not page.degraded and len(page.items) == 10
+            assert not any("small_svd" in item.breakdown for item in page.items)
+        finally:
+            recommender.close()

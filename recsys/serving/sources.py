@@ -87,6 +87,9 @@ class ModelSource(CandidateSource):
 
     def lists(self, request: FeedRequest) -> list[CandidateList]:
         spec, n, item_filter = self.spec, request.n, request.item_filter
+        if spec.name not in request.state.models:
+            # A version trained before this model was registered has no vectors for it.
+            return []
         if not spec.folds_in_user:
             if not len(request.positive_rows):
                 return []
