@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pandas as pd
 import pytest
@@ -43,16 +45,29 @@ _PG_PROBLEM = _postgres_reachable()
 
 def require_postgres() -> None:
     if _PG_PROBLEM:
-        if IN_CI:
-            pytest.fail(f"CI=true but {_PG_PROBLEM}")
-        pytest.skip(_PG_PROBLEM)
+        _missing(_PG_PROBLEM)
+
+
+def _missing(reason: str) -> NoReturn:
+    """Skip on a developer's machine; fail under CI=true, where a skip would hide the test."""
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
 
 
 def require_datasets(name: str) -> Path:
     path = DATASETS_DIR / name
     if not path.is_dir():
-        pytest.skip(f"dataset {name} not found under {DATASETS_DIR} (set RECSYS_DATASETS_DIR)")
+        _missing(f"dataset {name} not found under {DATASETS_DIR} (set RECSYS_DATASETS_DIR)")
     return path
+
+
+def require_module(name: str) -> Any:
+    """Import an optional test dependency (the dev extra), as ``require_datasets`` does."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        _missing(f"{name} is not installed (a dev dependency: pip install -e '.[dev]')")
 
 
 @pytest.fixture

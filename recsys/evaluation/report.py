@@ -1,36 +1,32 @@
 """Evaluation reports: ``reports/<timestamp>/index.html`` plus ``metrics.json``.
 
 ``index.html`` is one self-contained page (inline CSS, plots embedded as base64 PNG data
-URIs, no external resources). ``metrics.json`` is the machine-readable twin: dataset,
-protocol, parameters, per-model metrics@k, slices, timings and library versions.
-:func:`compare_reports` diffs two ``metrics.json`` files.
-
-Plots are drawn with matplotlib's Agg canvas directly (no pyplot, no global backend
-switch), so rendering works headless and does not disturb other matplotlib users.
+URIs, no external resources). ``metrics.json`` is the machine-readable twin, built in
+:mod:`recsys.evaluation.report_document`; the figures are drawn in
+:mod:`recsys.evaluation.report_plots`. :func:`compare_reports` (from
+:mod:`recsys.evaluation.report_comparison`) diffs two ``metrics.json`` files.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
-import platform
-import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-import numpy as np
-import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
-from recsys.evaluation.metrics import ACCURACY_METRICS
+from recsys.evaluation.accuracy import ACCURACY_METRICS
+from recsys.evaluation.report_comparison import compare_reports, format_comparison
+from recsys.evaluation.report_document import (
+    SCHEMA_VERSION,
+    SEGMENTS,
+    ModelResult,
+    build_metrics_document,
+    load_metrics,
+)
+from recsys.evaluation.report_plots import _plot_curves, _plot_popularity, _plot_segments
 from recsys.evaluation.splits import Split
 
 __all__ = [
@@ -44,7 +40,6 @@ __all__ = [
     "write_report",
 ]
 
-SCHEMA_VERSION = 1
 SECTIONS = (
     "run",
     "summary",
@@ -56,7 +51,6 @@ SECTIONS = (
     "timings",
     "versions",
 )
-SEGMENTS = ("users_cold", "users_medium", "users_heavy", "items_cold")
 BEYOND_ACCURACY = (
     "coverage",
     "novelty",
@@ -66,219 +60,12 @@ BEYOND_ACCURACY = (
     "category_share",
     "category_ild",
 )
-_VERSION_PACKAGES = ("recsys", "numpy", "pandas", "scipy", "matplotlib")
-
-
-@dataclass
-class ModelResult:
-    """One model's evaluation, as it goes into a report.
-
-    ``evaluation`` is the dict returned by ``evaluate_rankings``; ``cold_start`` the one
-    from ``evaluate_cold_start`` (optional). ``timings`` holds seconds by phase (e.g.
-    ``{"fit": 12.3, "recommend": 1.2}``) and ``params`` the model's hyper-parameters.
-    """
-
-    name: str
-    evaluation: Mapping[str, Any]
-    timings: Mapping[str, float] = field(default_factory=dict)
-    params: Mapping[str, Any] = field(default_factory=dict)
-    cold_start: Mapping[str, Any] | None = None
-
-
-# ---------------------------------------------------------------------------
-# metrics.json
-# ---------------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types only; NaN and infinities become null."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset, np.ndarray, pd.Index)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, Path):
-        return value.name
-    return str(value)
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for package in _VERSION_PACKAGES:
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            module = sys.modules.get(package)
-            out[package] = str(getattr(module, "__version__", "unknown"))
-    return out
-
-
-def _describe_protocol(protocol: str | Mapping[str, Any] | Split) -> dict[str, Any]:
-    if isinstance(protocol, Split):
-        described = protocol.describe()
-        return {"name": described.pop("protocol"), **described}
-    if isinstance(protocol, str):
-        return {"name": protocol}
-    return dict(protocol)
-
-
-def build_metrics_document(
-    results: Iterable[ModelResult],
-    *,
-    dataset: str | Mapping[str, Any],
-    protocol: str | Mapping[str, Any] | Split,
-    params: Mapping[str, Any] | None = None,
-    created_at: datetime | None = None,
-    versions: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """The ``metrics.json`` content (JSON-ready)."""
-    created = (created_at or datetime.now(UTC)).astimezone(UTC)
-    models: dict[str, Any] = {}
-    k_values: set[int] = set()
-    for result in results:
-        if result.name in models:
-            raise ValueError(f"duplicate model name {result.name!r}")
-        evaluation = result.evaluation
-        k_values.update(int(k) for k in evaluation.get("k_values", ()))
-        entry: dict[str, Any] = {
-            "n_users": evaluation.get("n_users"),
-            "n_users_without_recommendations": evaluation.get("n_users_without_recommendations"),
-            "metrics": dict(evaluation.get("metrics", {})),
-            "slices": dict(evaluation.get("slices", {})),
-            "settings": dict(evaluation.get("settings", {})),
-            "timings": dict(result.timings),
-            "params": dict(result.params),
-        }
-        if result.cold_start is not None:
-            entry["cold_start"] = dict(result.cold_start)
-        models[result.name] = entry
-    document = {
-        "schema_version": SCHEMA_VERSION,
-        "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "dataset": {"name": dataset} if isinstance(dataset, str) else dict(dataset),
-        "protocol": _describe_protocol(protocol),
-        "params": dict(params or {}),
-        "k_values": sorted(k_values),
-        "models": models,
-        "versions": dict(versions) if versions is not None else _versions(),
-    }
-    return dict(_jsonable(document))
-
-
-def load_metrics(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """A ``metrics.json`` document from a file, a report directory, or a loaded dict."""
-    if isinstance(source, Mapping):
-        return dict(source)
-    path = Path(source)
-    if path.is_dir():
-        path = path / "metrics.json"
-    document = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(document, dict) or "models" not in document:
-        raise ValueError(f"{path.name} is not a metrics document (no 'models')")
-    return document
-
-
-# ---------------------------------------------------------------------------
-# Plots
-# ---------------------------------------------------------------------------
-
-
-def _png_data_uri(figure: Figure) -> str:
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _value(metrics: Mapping[str, Any], name: str) -> float:
-    value = metrics.get(name)
-    return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
 def _reference_k(k_values: Sequence[int]) -> int | None:
     if not k_values:
         return None
     return 10 if 10 in k_values else max(k_values)
-
-
-def _plot_curves(document: Mapping[str, Any]) -> str | None:
-    models = document["models"]
-    k_values = document["k_values"]
-    if not models or not k_values:
-        return None
-    figure = Figure(figsize=(12, 6.5))
-    axes = figure.subplots(2, 3)
-    for ax, metric in zip(axes.ravel(), ACCURACY_METRICS, strict=True):
-        for name, entry in models.items():
-            values = [_value(entry["metrics"], f"{metric}@{k}") for k in k_values]
-            ax.plot(k_values, values, marker="o", label=name)
-        ax.set_title(f"{metric}@k")
-        ax.set_xlabel("k")
-        ax.set_xticks(k_values)
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize="small")
-    figure.tight_layout()
-    return _png_data_uri(figure)
-
-
-def _plot_segments(document: Mapping[str, Any], metric: str) -> str | None:
-    models = document["models"]
-    if not any(entry.get("slices") for entry in models.values()):
-        return None
-    figure = Figure(figsize=(10, 4.5))
-    ax = figure.subplots()
-    width = 0.8 / max(len(models), 1)
-    positions = np.arange(len(SEGMENTS))
-    for i, (name, entry) in enumerate(models.items()):
-        slices = entry.get("slices", {})
-        values = [_value(slices.get(s, {}).get("metrics", {}), metric) for s in SEGMENTS]
-        ax.bar(positions + i * width, np.nan_to_num(values), width, label=name)
-    first = next(iter(models.values())).get("slices", {})
-    labels = [f"{s}\n(n={first.get(s, {}).get('n_users', 0)})" for s in SEGMENTS]
-    ax.set_xticks(positions + width * (len(models) - 1) / 2, labels)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} by segment")
-    ax.legend(fontsize="small")
-    ax.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    return _png_data_uri(figure)
-
-
-def _plot_popularity(document: Mapping[str, Any], k: int, accuracy: str) -> str | None:
-    models = document["models"]
-    names = [n for n, e in models.items() if f"arp@{k}" in e["metrics"]]
-    if not names:
-        return None
-    figure = Figure(figsize=(11, 4.5))
-    left, right = figure.subplots(1, 2)
-    arp = [_value(models[n]["metrics"], f"arp@{k}") for n in names]
-    left.bar(names, arp, color="tab:orange")
-    train_arp = [_value(models[n]["metrics"], "train_arp") for n in names]
-    if np.isfinite(train_arp).any():
-        left.axhline(float(np.nanmean(train_arp)), color="black", linestyle="--", label="train")
-        left.legend(fontsize="small")
-    left.set_ylabel("mean train users per item")
-    left.set_title(f"Average recommendation popularity @{k}")
-    left.tick_params(axis="x", rotation=30)
-    for name in names:
-        metrics = models[name]["metrics"]
-        x, y = _value(metrics, f"arp@{k}"), _value(metrics, accuracy)
-        right.scatter([x], [y], s=60)
-        right.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    right.set_xlabel(f"arp@{k}")
-    right.set_ylabel(accuracy)
-    right.set_title("Accuracy vs popularity")
-    right.grid(alpha=0.3)
-    figure.tight_layout()
-    return _png_data_uri(figure)
 
 
 # ---------------------------------------------------------------------------
@@ -504,116 +291,3 @@ def write_report(
     )
     (directory / "index.html").write_text(render_html(document), encoding="utf-8")
     return directory
-
-
-# ---------------------------------------------------------------------------
-# Comparison
-# ---------------------------------------------------------------------------
-
-COMPARISON_COLUMNS = ("model", "section", "metric", "a", "b", "delta", "rel_delta")
-
-
-def _flatten(entry: Mapping[str, Any]) -> dict[tuple[str, str], float | None]:
-    out: dict[tuple[str, str], float | None] = {}
-
-    def put(section: str, values: Mapping[str, Any]) -> None:
-        for metric, value in values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                out[(section, metric)] = float(value)
-            elif value is None:
-                out[(section, metric)] = None
-
-    put("overall", entry.get("metrics", {}))
-    for name, data in entry.get("slices", {}).items():
-        put(name, data.get("metrics", {}))
-        if "n_users" in data:
-            out[(name, "n_users")] = float(data["n_users"])
-    if entry.get("cold_start"):
-        put("cold_start", entry["cold_start"].get("metrics", {}))
-    put("timings", entry.get("timings", {}))
-    return out
-
-
-def _comparison_frame(a: Mapping[str, Any], b: Mapping[str, Any]) -> pd.DataFrame:
-    rows = []
-    models_a, models_b = a.get("models", {}), b.get("models", {})
-    names = list(models_a) + [n for n in models_b if n not in models_a]
-    for name in names:
-        flat_a = _flatten(models_a.get(name, {}))
-        flat_b = _flatten(models_b.get(name, {}))
-        keys = list(flat_a) + [key for key in flat_b if key not in flat_a]
-        for section, metric in keys:
-            va = flat_a.get((section, metric))
-            vb = flat_b.get((section, metric))
-            delta = vb - va if va is not None and vb is not None else None
-            rel = delta / abs(va) if delta is not None and va not in (None, 0.0) else None
-            rows.append((name, section, metric, va, vb, delta, rel))
-    frame = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
-    for column in ("a", "b", "delta", "rel_delta"):
-        frame[column] = frame[column].astype(np.float64)
-    return frame
-
-
-def format_comparison(frame: pd.DataFrame, *, sections: Iterable[str] | None = None) -> str:
-    """A plain-text table of a :func:`compare_reports` frame, one block per model."""
-    if sections is not None:
-        frame = frame.loc[frame["section"].isin(list(sections))]
-    if frame.empty:
-        return "(nothing to compare)"
-
-    def number(value: float) -> str:
-        return "-" if not math.isfinite(value) else f"{value:.4f}"
-
-    def signed(value: float) -> str:
-        return "-" if not math.isfinite(value) else f"{value:+.4f}"
-
-    def percent(value: float) -> str:
-        return "-" if not math.isfinite(value) else f"{value * 100:+.1f}%"
-
-    header = ("section", "metric", "A", "B", "delta", "delta %")
-    blocks = []
-    for model, group in frame.groupby("model", sort=False):
-        cells = [
-            (
-                row.section,
-                row.metric,
-                number(row.a),
-                number(row.b),
-                signed(row.delta),
-                percent(row.rel_delta),
-            )
-            for row in group.itertuples(index=False)
-        ]
-        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-
-        def line(values: Sequence[str], widths: Sequence[int] = widths) -> str:
-            left = [v.ljust(w) for v, w in zip(values[:2], widths[:2], strict=True)]
-            right = [v.rjust(w) for v, w in zip(values[2:], widths[2:], strict=True)]
-            return "  ".join(left + right).rstrip()
-
-        rule = "-" * len(line(header))
-        blocks.append("\n".join([f"model: {model}", line(header), rule, *map(line, cells)]))
-    return "\n\n".join(blocks)
-
-
-def compare_reports(
-    a: str | Path | Mapping[str, Any],
-    b: str | Path | Mapping[str, Any],
-    *,
-    echo: bool = True,
-    file: TextIO | None = None,
-    sections: Iterable[str] | None = None,
-) -> pd.DataFrame:
-    """Diff two metrics documents (paths to ``metrics.json``, report directories, or
-    loaded dicts): B relative to A.
-
-    Returns one row per (model, section, metric) with columns ``model, section,
-    metric, a, b, delta (= b - a), rel_delta (= delta / |a|)``; values missing on one
-    side are NaN. Sections are ``overall``, each slice name, ``cold_start`` and
-    ``timings``. With ``echo`` the readable table (restricted to ``sections`` when given)
-    is printed to ``file`` (default: standard output).
-    """
-    frame = _comparison_frame(load_metrics(a), load_metrics(b))
-    if echo:
-        print(format_comparison(frame, sections=sections), file=file or sys.stdout)
-    return frame

@@ -23,6 +23,7 @@ from recsys.evaluation.metrics import (
     per_user_metrics,
 )
 from recsys.evaluation.splits import stratified_split
+from tests.conftest import require_module
 
 MS_REFERENCE = Path(__file__).with_name("data") / "ms_reference.json"
 
@@ -45,7 +46,7 @@ def random_run(seed: int, n_users: int = 60, n_items: int = 50, list_len: int = 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_trec_eval(seed: int) -> None:
-    pytrec_eval = pytest.importorskip("pytrec_eval")
+    pytrec_eval = require_module("pytrec_eval")
     recs, test = random_run(seed)
     k_values = [1, 3, 5, 10, 20]
     qrels: dict[str, dict[str, int]] = {}
@@ -173,7 +174,7 @@ def test_evaluate_cold_start_auc_is_mean_of_per_user_auc() -> None:
 
 
 def test_average_ranks_match_definition() -> None:
-    from recsys.evaluation.metrics import _average_ranks
+    from recsys.evaluation.cold_start import _average_ranks
 
     rng = np.random.default_rng(0)
     for _ in range(50):
