@@ -13,6 +13,7 @@ from recsys.events import validate_events
 from recsys.serving import FeedFilters, InvalidCursor, Recommender, UnknownItem
 from recsys.serving.sources import popular_hits
 from recsys.store.catalog import validate_items
+from recsys.store.events import consumed_items
 from tests.conftest import TrainedWorld
 
 TYPES = Settings(_env_file=None).event_types  # type: ignore[call-arg]
@@ -31,6 +32,7 @@ def send(
     item_ids: list[str],
     kind: str = "like",
     start: float = 1.8e9,
+    dwell: list[float] | None = None,
 ) -> None:
     frame = pd.DataFrame(
         {
@@ -40,6 +42,8 @@ def send(
             "timestamp": start + np.arange(len(item_ids)),
         }
     )
+    if dwell is not None:
+        frame["dwell_seconds"] = dwell
     checked = validate_events(frame, event_types=TYPES)
     assert checked.rejects.empty
     recommender.ingest_events(checked.valid)
@@ -82,6 +86,77 @@ def test_consumed_items_never_come_back(recommender: Recommender) -> None:
     assert not set(shown[:5]) & {i.item_id for i in again.items}
 
 
+def pages(recommender: Recommender, user: str, n: int, limit: int) -> list[list[str]]:
+    """``n`` pages of a user's feed, each fetched with the previous page's cursor."""
+    fetched, cursor = [], None
+    for _ in range(n):
+        page = recommender.feed(user, limit=limit, cursor=cursor)
+        fetched.append([i.item_id for i in page.items])
+        cursor = page.next_cursor
+    return fetched
+
+
+def test_skipped_items_never_return_for_a_user_with_history(recommender: Recommender) -> None:
+    user = "demo-user-0005"
+    first = [i.item_id for i in recommender.feed(user, limit=20).items]
+    send(recommender, user, first, "skip", start=1.8e9 + 200)
+    # Without fatigue only the seen filter keeps them out (fatigue demotes, never removes).
+    config = recommender.config
+    recommender.config = config.model_copy(update={"fatigue_penalty": 0.0})
+    try:
+        shown = {item for page in pages(recommender, user, 4, 50) for item in page}
+    finally:
+        recommender.config = config
+    assert len(shown) == 200
+    assert not set(first) & shown
+
+
+def test_a_bounced_view_may_come_back_a_longer_view_may_not(
+    recommender: Recommender, trained_world: TrainedWorld
+) -> None:
+    user = "demo-user-0008"
+    config = recommender.config
+    first = [i.item_id for i in recommender.feed(user, limit=20).items]
+    bounced, watched = first[0], first[1]
+    below, above = config.seen_view_seconds - 3.0, config.seen_view_seconds + 55.0
+    send(recommender, user, [bounced, watched], "view", start=1.8e9 + 300, dwell=[below, above])
+    state = recommender.require_state()
+    history = recommender.history(state, user)
+    consumed = set(recommender.consumed(user, history))
+    assert watched in consumed and bounced not in consumed
+    # The store's all-time query, used past the recent window, draws the same line.
+    with trained_world.store.read() as conn:
+        all_time = set(consumed_items(conn, user, min_view_seconds=config.seen_view_seconds))
+    assert watched in all_time and bounced not in all_time
+    request = recommender.request(state, user, history, 20, set(), None)
+    assert watched in request.excluded and bounced not in request.excluded
+    assert watched not in {item for page in pages(recommender, user, 3, 50) for item in page}
+
+
+def test_the_degraded_feed_filters_what_was_consumed_and_pages_without_repeats(
+    recommender: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = recommender.require_state()
+
+    def index_down(*args, **kwargs):
+        raise ConnectionError("index is down")
+
+    monkeypatch.setattr(state.index, "query_batch", index_down)
+    # A user with history: their page needs the index (a cold page is all in memory).
+    user = "demo-user-0010"
+    page = recommender.feed(user, limit=10)
+    assert page.degraded
+    popular = [i.item_id for i in page.items]
+    # The most popular items are consumed: the degraded page must go past them.
+    send(recommender, user, popular[:3], "like", start=1.8e9 + 400)
+    send(recommender, user, popular[3:5], "skip", start=1.8e9 + 410)
+    fetched = pages(recommender, user, 3, 10)
+    shown = [item for page in fetched for item in page]
+    assert not set(popular[:5]) & set(shown)
+    assert len(shown) == len(set(shown)) == 30
+    assert fetched[1] != fetched[0]
+
+
 def test_a_like_changes_the_next_page_at_once(
     recommender: Recommender, trained_world: TrainedWorld
 ) -> None:
@@ -99,15 +174,18 @@ def test_a_like_changes_the_next_page_at_once(
     assert any(i.reason.startswith("because you liked") for i in warm.items)
 
 
-def test_skips_demote_similar_items(recommender: Recommender, trained_world: TrainedWorld) -> None:
-    user = "skipper"
+@pytest.mark.parametrize("rejection", ["skip", "dislike"])
+def test_skips_and_dislikes_demote_similar_items(
+    recommender: Recommender, trained_world: TrainedWorld, rejection: str
+) -> None:
+    user = f"{rejection}-user"
     topics = categories_of(trained_world)
     liked = topic_items(trained_world, "football", 2) + topic_items(trained_world, "cooking", 2)
     send(recommender, user, liked, "like")
     before = recommender.feed(user, limit=20)
     football_before = [i.item_id for i in before.items if topics.get(i.item_id) == "football"]
     assert football_before
-    send(recommender, user, football_before[:4], "skip", start=1.8e9 + 100)
+    send(recommender, user, football_before[:4], rejection, start=1.8e9 + 100)
     after = recommender.feed(user, limit=20)
     football_after = [i for i in after.items if topics.get(i.item_id) == "football"]
     assert len(football_after) < len(football_before)

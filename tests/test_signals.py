@@ -38,6 +38,34 @@ def test_explicit_signals_have_the_documented_signs() -> None:
     assert w[0] > 0 > w[2] > w[1]
 
 
+def test_the_documented_default_weights() -> None:
+    # The README's table, value by value: a default that moves must move the docs too.
+    defaults = SignalWeights()
+    events = frame(
+        type=["like", "dislike", "skip", "view", "view", "view", "view", "view"]
+        + ["rating"] * 5
+        + ["play", "play", "play"],
+        dwell_seconds=[np.nan] * 3 + [100.0, 50.0, 10.0, 9.0, 500.0] + [np.nan] * 8,
+        value=[np.nan] * 8 + [5.0, 4.0, 3.0, 2.0, 1.0] + [np.nan, 1.0, 9.0],
+    )
+    durations = [np.nan] * 3 + [100.0] * 5 + [np.nan] * 8
+    got = weigh(events, durations=durations, weights=defaults)
+    expected = [4.0, -4.0, -1.0]
+    # A full view is +2, half a view +1, a tenth +0.2, under a tenth a bounce (-0.5), and
+    # dwell beyond the length counts as a full view.
+    expected += [2.0, 1.0, 0.2, -0.5, 2.0]
+    # Ratings: 5 -> 2, 4 -> 1, 3 -> 0.25, 2 and 1 -> -1.
+    expected += [2.0, 1.0, 0.25, -1.0, -1.0]
+    # Plays: log(1 + count); a play without a count is one play.
+    expected += [np.log(2.0), np.log(2.0), np.log(10.0)]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    # Repeats on one pair add up, clipped to +-10: three likes are 10, not 12.
+    items = pd.DataFrame({"item_id": ["i"], "duration_seconds": [np.nan]})
+    three = build_interactions([frame(type=["like"] * 3)], defaults, items=items, now=NOW)
+    assert three.matrix[0, 0] == 10.0
+    assert defaults.half_life_days == 0.0  # no decay unless asked for
+
+
 def test_ratings_map_by_value() -> None:
     w = weigh(frame(type=["rating"] * 5, value=[1.0, 2.0, 3.0, 4.0, 5.0]))
     assert w[0] < 0 and w[1] < 0  # at most 2 is negative
