@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -110,6 +110,10 @@ _BUILTIN: tuple[ModelSpec, ...] = (
 
 _lock = threading.Lock()
 _specs: dict[str, ModelSpec] = {spec.name: spec for spec in _BUILTIN}
+# Read on every feed request, so kept as ready tuples that a change replaces whole: readers
+# take no lock and always see one consistent set.
+_snapshot: tuple[ModelSpec, ...] = _BUILTIN
+_derived: dict[str, Any] = {}
 
 # The feed sources that are not models of their own: "fresh" (new items near the user's
 # content profile, or the newest items) and "popular" (the popularity model).
@@ -131,6 +135,7 @@ def register(spec: ModelSpec) -> ModelSpec:
         }:
             raise ValueError(f"the feed source {spec.source!r} is taken")
         _specs[spec.name] = spec
+        _changed()
     return spec
 
 
@@ -139,6 +144,12 @@ def unregister(name: str) -> None:
         raise ValueError(f"{name!r} is a built-in model")
     with _lock:
         _specs.pop(name, None)
+        _changed()
+
+
+def _changed() -> None:
+    global _snapshot, _derived
+    _snapshot, _derived = tuple(_specs.values()), {}
 
 
 @contextmanager
@@ -153,8 +164,14 @@ def registered(spec: ModelSpec) -> Iterator[ModelSpec]:
 
 def specs() -> tuple[ModelSpec, ...]:
     """Every registered model, in registration order (built-ins first)."""
-    with _lock:
-        return tuple(_specs.values())
+    return _snapshot
+
+
+def _cached(key: str, build: Callable[[tuple[ModelSpec, ...]], Any]) -> Any:
+    derived = _derived
+    if key not in derived:
+        derived[key] = build(_snapshot)
+    return derived[key]
 
 
 def get(name: str) -> ModelSpec:
@@ -170,12 +187,26 @@ def names() -> tuple[str, ...]:
 
 def distances() -> dict[str, Distance]:
     """The distance of every named vector a version may hold."""
-    return {spec.vector: spec.distance for spec in specs()}
+    found: dict[str, Distance] = _cached(
+        "distances", lambda all_: {spec.vector: spec.distance for spec in all_}
+    )
+    return dict(found)
 
 
 def served() -> tuple[ModelSpec, ...]:
     """The models that are feed sources, in blend-column order."""
-    return tuple(spec for spec in specs() if spec.source is not None)
+    found: tuple[ModelSpec, ...] = _cached(
+        "served", lambda all_: tuple(spec for spec in all_ if spec.source is not None)
+    )
+    return found
+
+
+def model_sources() -> frozenset[str]:
+    """The feed sources that are models (not fresh or popular)."""
+    found: frozenset[str] = _cached(
+        "model_sources", lambda _: frozenset(s.source for s in served() if s.source)
+    )
+    return found
 
 
 def gated() -> ModelSpec:
@@ -184,7 +215,11 @@ def gated() -> ModelSpec:
 
 def feed_sources() -> tuple[str, ...]:
     """Every blend column of the feed: one per served model, then fresh and popular."""
-    return (*(spec.source for spec in served() if spec.source), FRESH_SOURCE, POPULAR_SOURCE)
+    found: tuple[str, ...] = _cached(
+        "feed_sources",
+        lambda _: (*(s.source for s in served() if s.source), FRESH_SOURCE, POPULAR_SOURCE),
+    )
+    return found
 
 
 def by_source(source: str) -> ModelSpec:
@@ -205,6 +240,7 @@ __all__ = [
     "feed_sources",
     "gated",
     "get",
+    "model_sources",
     "names",
     "register",
     "registered",

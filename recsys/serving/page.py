@@ -84,8 +84,7 @@ def reason(
 ) -> str:
     """Why an item is on the page, from its strongest source."""
     top = sources[0] if sources else registry.POPULAR_SOURCE
-    model_sources = {spec.source for spec in registry.served()}
-    if top in model_sources and len(positive_rows):
+    if top in registry.model_sources() and len(positive_rows):
         anchor = int(positive_rows[int(np.argmax(catalogue.content[positive_rows] @ vector))])
         title = catalogue.titles[anchor] or catalogue.ids[anchor]
         return f"because you liked {title}"
