@@ -217,6 +217,40 @@ def test_cursor_paging_never_repeats(recommender: Recommender) -> None:
     assert len(seen) == 90 and len(set(seen)) == 90
 
 
+def test_a_cursor_continues_only_its_own_feed(recommender: Recommender) -> None:
+    jazz_and_cooking = FeedFilters(categories=["jazz", "cooking"])
+    first = recommender.feed("demo-user-0002", limit=5, filters=jazz_and_cooking)
+    cursor = first.next_cursor
+    assert cursor
+    # The same request, its filters in another order, continues.
+    same = FeedFilters(categories=["cooking", "jazz", "jazz"])
+    second = recommender.feed("demo-user-0002", limit=5, cursor=cursor, filters=same)
+    assert not {i.item_id for i in first.items} & {i.item_id for i in second.items}
+    for user, filters in (
+        ("demo-user-0003", jazz_and_cooking),
+        ("demo-user-0002", None),
+        ("demo-user-0002", FeedFilters(categories=["jazz"])),
+        ("demo-user-0002", FeedFilters(categories=["jazz", "cooking"], tags=["live"])),
+        ("demo-user-0002", FeedFilters(categories=["jazz", "cooking"], exclude_ids=["x"])),
+    ):
+        with pytest.raises(InvalidCursor, match="another feed"):
+            recommender.feed(user, limit=5, cursor=cursor, filters=filters)
+
+
+def test_cursors_issued_before_they_were_bound_still_continue(recommender: Recommender) -> None:
+    import base64
+    import zlib
+
+    from recsys.serving.cursor import item_hash
+
+    first = [i.item_id for i in recommender.feed("demo-user-0007", limit=5).items]
+    # A version 1 cursor: [1][page][hashes], no request key.
+    payload = bytes([1]) + (1).to_bytes(4, "big") + b"".join(item_hash(i) for i in first)
+    old = base64.urlsafe_b64encode(zlib.compress(payload)).decode().rstrip("=")
+    page = recommender.feed("demo-user-0007", limit=5, cursor=old)
+    assert len(page.items) == 5 and not set(first) & {i.item_id for i in page.items}
+
+
 def test_damaged_cursor_is_rejected(recommender: Recommender) -> None:
     with pytest.raises(InvalidCursor):
         recommender.feed("demo-user-0001", cursor="not-a-cursor")

@@ -5,7 +5,7 @@ without anything this session has served."""
 from __future__ import annotations
 
 from recsys.config import FeedConfig
-from recsys.serving.cursor import item_hash, next_cursor
+from recsys.serving.cursor import item_hash, next_cursor, request_key
 from recsys.serving.history import History, consumed, read_user_events
 from recsys.serving.types import FeedFilters, FeedItem, FeedPage
 from recsys.store import Store
@@ -46,6 +46,8 @@ def degraded_feed(
         user_id=user_id,
         items=items,
         model_version=model_version,
-        next_cursor=next_cursor(served, (i.item_id for i in items), page),
+        next_cursor=next_cursor(
+            served, (i.item_id for i in items), page, request_key(user_id, filters)
+        ),
         degraded=True,
     )

@@ -20,7 +20,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from recsys.config import FeedConfig, Settings
-from recsys.serving.cursor import decode_cursor, next_cursor
+from recsys.serving.cursor import decode_cursor, next_cursor, request_key
 from recsys.serving.degraded import degraded_feed
 from recsys.serving.history import History, consumed, user_history
 from recsys.serving.items import index_items
@@ -145,7 +145,8 @@ class Recommender:
             raise ValueError("limit must be between 1 and 100")
         if not isinstance(user_id, str) or not user_id:
             raise ValueError("user_id must be a non-empty string")
-        served, page = decode_cursor(cursor) if cursor else (set(), 0)
+        key = request_key(user_id, filters)
+        served, page = decode_cursor(cursor, key) if cursor else (set(), 0)
         try:
             state = self.require_state()
         except NoModel:
@@ -164,7 +165,7 @@ class Recommender:
             user_id=user_id,
             items=items,
             model_version=state.version,
-            next_cursor=next_cursor(served, (i.item_id for i in items), page),
+            next_cursor=next_cursor(served, (i.item_id for i in items), page, key),
             degraded=False,
         )
 

@@ -205,6 +205,16 @@ def test_cursor_paging_never_repeats(api: TestClient, world: World) -> None:
         response = api.get(f"/v1/users/{path_id(user)}/feed", params={"cursor": bad})
         assert response.status_code == 400, bad
         assert "cursor" in response.json()["detail"]
+    # A cursor continues one feed: another user's, or the same user's with other
+    # filters, is refused with a clear 400 instead of being applied to a different feed.
+    other = api.get(f"/v1/users/{path_id(world.users[4])}/feed", params={"cursor": cursor})
+    assert other.status_code == 400
+    assert "another feed" in other.json()["detail"]
+    category = world.items["category"].dropna().iloc[0]
+    filtered = api.get(
+        f"/v1/users/{path_id(user)}/feed", params={"cursor": cursor, "category": category}
+    )
+    assert filtered.status_code == 400 and "same user and filters" in filtered.json()["detail"]
 
 
 def test_hot_ids_round_trip_literally(api: TestClient, world: World) -> None:
