@@ -207,6 +207,41 @@ def test_skips_and_dislikes_demote_similar_items(
         assert lift > 0
 
 
+def test_items_dated_in_the_future_are_not_fresh_before_their_date(
+    recommender: Recommender, trained_world: TrainedWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time as real_time
+
+    import recsys.serving.sources as sources_module
+
+    now = real_time.time()
+    jazz = trained_world.items.loc[trained_world.items["category"] == "jazz"].iloc[3].to_dict()
+    dated = [
+        {**jazz, "item_id": "dated-tomorrow", "created_at": now + 86_400},
+        {**jazz, "item_id": "dated-just-now", "created_at": now - 5},
+    ]
+    recommender.upsert_items(validate_items(pd.DataFrame(dated)).valid)
+    send(recommender, "future-jazz-fan", [jazz["item_id"]], "like", start=now - 60)
+
+    def fresh_ids(user: str) -> set[str]:
+        page = recommender.feed(user, limit=100)
+        return {i.item_id for i in page.items if "fresh" in i.sources}
+
+    # A cold user's newest items, and a warm user's new items near their taste.
+    for user in ("future-cold-reader", "future-jazz-fan"):
+        fresh = fresh_ids(user)
+        assert "dated-just-now" in fresh and "dated-tomorrow" not in fresh
+
+    class DayAfter:
+        @staticmethod
+        def time() -> float:
+            return now + 2 * 86_400
+
+    monkeypatch.setattr(sources_module, "time", DayAfter)
+    for user in ("future-cold-reader", "future-jazz-fan"):
+        assert "dated-tomorrow" in fresh_ids(user)
+
+
 def test_cursor_paging_never_repeats(recommender: Recommender) -> None:
     seen: list[str] = []
     cursor = None

@@ -37,8 +37,10 @@ class Catalogue:
     # Per model that folds users in: its item column per catalogue row, -1 when unknown.
     model_rows: dict[str, np.ndarray] = field(default_factory=dict)
 
-    # Rows ranked by a fixed score: (catalogue size when ranked, ranked rows, scores).
-    rankings: dict[str, tuple[int, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # Rows ranked by a fixed score: (what the ranking depends on, ranked rows, scores).
+    rankings: dict[str, tuple[Any, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # (the ids it was made for, every known creation time in order), for ``released``.
+    dated: tuple[list[str], np.ndarray] | None = None
     # The arrays above as views of these buffers, which have room to grow: the next
     # catalogue appends into them instead of copying 100k rows (see extend_catalogue).
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
@@ -46,17 +48,27 @@ class Catalogue:
     def rows(self, item_ids: Iterable[str]) -> np.ndarray:
         return np.fromiter(map(self.index.get, item_ids, itertools.repeat(-1)), dtype=np.int64)
 
-    def ranking(self, name: str, score: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def ranking(
+        self, name: str, score: Callable[[], np.ndarray], depends_on: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Rows with a finite ``score``, best first (ties by row), and every row's score;
-        ranked once per catalogue size, since new items are the only change between two
-        trainings."""
+        ranked once per catalogue size (new items are the only change between two
+        trainings) and value of ``depends_on``."""
+        key = (len(self.ids), depends_on)
         cached = self.rankings.get(name)
-        if cached is None or cached[0] != len(self.ids):
+        if cached is None or cached[0] != key:
             values = score()
             order = np.argsort(-values, kind="stable")
-            cached = (len(self.ids), order[np.isfinite(values[order])], values)
+            cached = (key, order[np.isfinite(values[order])], values)
             self.rankings[name] = cached
         return cached[1], cached[2]
+
+    def released(self, now: float) -> int:
+        """How many items are dated ``now`` or earlier: it changes when a dated item's
+        time comes, so a ranking of released items depends on it."""
+        if self.dated is None or len(self.dated[0]) != len(self.ids):
+            self.dated = (self.ids, np.sort(self.created_at[np.isfinite(self.created_at)]))
+        return int(np.searchsorted(self.dated[1], now, side="right"))
 
     def top(
         self,
@@ -65,6 +77,7 @@ class Catalogue:
         n: int,
         exclude: set[str],
         filters: FeedFilters | None,
+        depends_on: Any = None,
     ) -> list[Hit]:
         """The ``n`` best items by ``score`` that are not excluded and pass the filters."""
         if filters and (filters.categories or filters.tags):
@@ -73,7 +86,7 @@ class Catalogue:
         # Without payload filters the top n is a walk down a ranking made once, skipping
         # the excluded rows: a few hundred steps instead of masks over the whole catalogue.
         excluded = set(self.rows(exclude).tolist()) if exclude else set()
-        order, values = self.ranking(name, score)
+        order, values = self.ranking(name, score, depends_on)
         picked: list[int] = []
         for row in order[: n + len(excluded)].tolist():
             if row not in excluded:

@@ -8,6 +8,7 @@ candidate lists it wants, each either a vector-index query or hits it computed i
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -140,13 +141,23 @@ class FreshSource(CandidateSource):
     name = registry.FRESH_SOURCE
 
     def lists(self, request: FeedRequest) -> list[CandidateList]:
+        # An item dated in the future is not new before its date.
+        now = time.time()
         if not len(request.positive_rows):
             catalogue = request.state.catalogue
 
             def newest() -> np.ndarray:
-                return np.nan_to_num(catalogue.created_at, nan=-np.inf)
+                created = catalogue.created_at
+                return np.where(created <= now, created, -np.inf)  # NaN compares False
 
-            hits = catalogue.top("newest", newest, request.n, request.excluded, request.filters)
+            hits = catalogue.top(
+                "newest",
+                newest,
+                request.n,
+                request.excluded,
+                request.filters,
+                depends_on=catalogue.released(now),
+            )
             return [CandidateList("newest", self.name, hits=hits)]
         vector = self.content_vector(request)
         if vector is None:
@@ -157,6 +168,7 @@ class FreshSource(CandidateSource):
             tags=item_filter.tags,
             exclude_ids=item_filter.exclude_ids,
             created_after=request.state.trained_at - FRESH_DAYS * 86_400,
+            created_until=now,
         )
         query = Nearest(registry.CONTENT_MODEL, vector, request.n, fresh_filter)
         return [CandidateList(self.name, self.name, query=query)]

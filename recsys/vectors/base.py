@@ -110,13 +110,15 @@ class ItemFilter:
 
     ``None`` means "no constraint". ``categories`` and ``tags`` match when the item has any of
     the listed values; ``exclude_ids`` removes items by external id; ``created_after`` keeps
-    items created strictly after the given unix time.
+    items created strictly after the given unix time, ``created_until`` those created at or
+    before it (items without a creation time match neither).
     """
 
     categories: Sequence[str] | None = None
     tags: Sequence[str] | None = None
     exclude_ids: Sequence[str] | None = None
     created_after: float | None = None
+    created_until: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("categories", "tags", "exclude_ids"):
@@ -134,8 +136,9 @@ class ItemFilter:
                     "constraint"
                 )
             object.__setattr__(self, name, values)
-        if self.created_after is not None:
-            object.__setattr__(self, "created_after", as_timestamp(self.created_after))
+        for name in ("created_after", "created_until"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, as_timestamp(getattr(self, name)))
 
     @property
     def is_empty(self) -> bool:
@@ -144,6 +147,7 @@ class ItemFilter:
             and self.tags is None
             and not self.exclude_ids
             and self.created_after is None
+            and self.created_until is None
         )
 
 

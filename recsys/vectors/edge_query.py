@@ -40,10 +40,9 @@ def edge_filter(
             must.append(qe.FieldCondition("category", match=qe.MatchAny(list(filters.categories))))
         if filters.tags is not None:
             must.append(qe.FieldCondition("tags", match=qe.MatchAny(list(filters.tags))))
-        if filters.created_after is not None:
-            must.append(
-                qe.FieldCondition("created_at", range=qe.RangeFloat(gt=filters.created_after))
-            )
+        if filters.created_after is not None or filters.created_until is not None:
+            created = qe.RangeFloat(gt=filters.created_after, lte=filters.created_until)
+            must.append(qe.FieldCondition("created_at", range=created))
         if filters.exclude_ids and excluded is not None:
             key = tuple(filters.exclude_ids)
             if key not in excluded:

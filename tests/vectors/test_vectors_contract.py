@@ -30,6 +30,8 @@ FILTERS: dict[str, ItemFilter | None] = {
     "tags": ItemFilter(tags=[TAGS[0], TAGS[7]]),
     "exclude": ItemFilter(exclude_ids=[f"item-{i:05d}" for i in range(0, 2000, 7)]),
     "created_after": ItemFilter(created_after=T0 + 86_400 * 300),
+    "created_until": ItemFilter(created_until=T0 + 86_400 * 200),
+    "created_between": ItemFilter(created_after=T0 + 86_400 * 100, created_until=T0 + 86_400 * 250),
     "combined": ItemFilter(
         categories=CATEGORIES[:4],
         tags=TAGS[:6],
@@ -65,6 +67,7 @@ def satisfies(payload: dict[str, Any], filters: ItemFilter | None) -> bool:
         and (filters.tags is None or bool(set(payload["tags"]) & set(filters.tags)))
         and (filters.exclude_ids is None or payload["item_id"] not in filters.exclude_ids)
         and (filters.created_after is None or payload["created_at"] > filters.created_after)
+        and (filters.created_until is None or payload["created_at"] <= filters.created_until)
     )
 
 
