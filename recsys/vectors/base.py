@@ -219,6 +219,20 @@ class VectorIndex(ABC):
         arrays = check_vectors(self.dims, vectors, len(checked))
         return self._upsert(USERS, checked, arrays, user_payloads(checked), batch_size)
 
+    def delete_items(self, ids: Sequence[str]) -> int:
+        """Remove items (absent ones are ignored); return how many ids were asked."""
+        checked = list(dict.fromkeys(check_ids(ids, unique=False)))
+        return self._delete(ITEMS, checked)
+
+    def delete_users(self, ids: Sequence[str]) -> int:
+        """Remove users (absent ones are ignored); return how many ids were asked."""
+        checked = list(dict.fromkeys(check_ids(ids, unique=False)))
+        return self._delete(USERS, checked)
+
+    @abstractmethod
+    def _delete(self, collection: str, ids: list[str]) -> int:
+        """Remove validated points from ``collection`` (items or users)."""
+
     @abstractmethod
     def _upsert(
         self,

@@ -133,6 +133,11 @@ class ClientIndex(VectorIndex):
 
     # -- writes ---------------------------------------------------------------------------
 
+    def _delete(self, collection: str, ids: list[str]) -> int:
+        selector = models.PointIdsList(points=[point_id(i) for i in ids])
+        self.client.delete(self._collection(collection), points_selector=selector, wait=True)
+        return len(ids)
+
     def _upsert(
         self,
         collection: str,

@@ -199,6 +199,10 @@ class EdgeIndex(VectorIndex):
     def dims(self) -> Mapping[str, int]:
         return self._dims
 
+    def _delete(self, collection: str, ids: list[str]) -> int:
+        self._shard(collection).update(qe.UpdateOperation.delete_points([point_id(i) for i in ids]))
+        return len(ids)
+
     def _upsert(
         self,
         collection: str,

@@ -229,6 +229,10 @@ class IndexBuild(VectorIndex):
     def dims(self) -> Mapping[str, int]:
         return self.index.dims
 
+    def _delete(self, collection: str, ids: list[str]) -> int:
+        self._check_open()
+        return self.index._delete(collection, ids)
+
     def _upsert(
         self,
         collection: str,
