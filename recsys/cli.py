@@ -32,6 +32,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
 models_app = typer.Typer(help="List published model versions and roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+users_app = typer.Typer(help="Erase a user's data.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 log = logging.getLogger("recsys")
 
@@ -278,6 +280,29 @@ def models_rollback(version: str) -> None:
         except release.UnknownVersion as exc:
             raise _fail(str(exc)) from exc
     typer.echo(f"live version is now {version}")
+
+
+@users_app.command("forget")
+def users_forget(user_id: str) -> None:
+    """Erase USER_ID's events and profile from the store and their vector from every kept
+    model version. With a service running on the embedded index, call its
+    DELETE /v1/users/{user_id} instead: the service holds the index open."""
+    from recsys.forget import forget_user
+    from recsys.vectors import open_vector_store
+
+    settings = get_settings()
+    with open_vector_store(settings) as vectors:
+        try:
+            forgotten = forget_user(open_store(settings), vectors, user_id)
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
+        except RuntimeError as exc:
+            raise _fail(f"{exc}; nothing was erased") from exc
+    versions = ", ".join(forgotten.vector_versions) or "none"
+    typer.echo(
+        f"forgot {user_id}: {forgotten.events} events, "
+        f"profile {'removed' if forgotten.profile else 'absent'}, vectors in versions: {versions}"
+    )
 
 
 def _open_recommender() -> Recommender:

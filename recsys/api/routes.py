@@ -37,6 +37,7 @@ from recsys.api.schemas import (
     EventsOut,
     FeedItemOut,
     FeedOut,
+    ForgottenOut,
     ItemPut,
     ItemsIn,
     ItemsOut,
@@ -194,6 +195,41 @@ def post_events(
     metrics.events.labels("inserted").inc(result.inserted)
     metrics.events.labels("duplicate").inc(result.duplicates)
     return EventsOut(accepted=result.inserted, duplicates=result.duplicates)
+
+
+@v1.delete(
+    "/v1/users/{user_id:path}",
+    response_model=ForgottenOut,
+    responses=WRITE_ERRORS,
+    dependencies=[Depends(require_write)],
+    tags=["users"],
+    summary="Forget a user",
+)
+def forget_user(request: Request, user_id: PathId) -> ForgottenOut:
+    """Erases the user's events and profile from the store and their vector from every
+    kept model version, before the response: their next feed is a cold one and the next
+    training does not see them. Repeating the call erases nothing more."""
+    recommender = recommender_of(request)
+    try:
+        forgotten = recommender.forget_user(user_id)
+    except STORE_DOWN:
+        raise
+    except Exception:
+        log.exception("forgetting a user failed")
+        raise ServiceUnavailable(
+            "vector index unavailable; nothing was erased from the store"
+        ) from None
+    log.info(
+        "forgot a user: %d events, vectors in %d versions",
+        forgotten.events,
+        len(forgotten.vector_versions),
+    )
+    return ForgottenOut(
+        user_id=forgotten.user_id,
+        events=forgotten.events,
+        profile=forgotten.profile,
+        vector_versions=forgotten.vector_versions,
+    )
 
 
 @v1.put(

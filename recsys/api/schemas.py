@@ -376,6 +376,30 @@ class SimilarOut(BaseModel):
 # --- models ---------------------------------------------------------------------------------
 
 
+class ForgottenOut(BaseModel):
+    """What was erased for a user: nothing of them is left to serve or to train on."""
+
+    user_id: str
+    events: int = Field(description="Events deleted from the store.")
+    profile: bool = Field(description="Whether the store held a user record.")
+    vector_versions: list[str] = Field(
+        description="Model versions whose vector index held a vector of the user, now removed."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "u-42",
+                    "events": 187,
+                    "profile": True,
+                    "vector_versions": ["20261204T101500Z-1a2b3c"],
+                }
+            ]
+        }
+    )
+
+
 class ActivateOut(BaseModel):
     """The model version made live by an activation (a rollback or a roll forward)."""
 

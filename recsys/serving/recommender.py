@@ -20,6 +20,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from recsys.config import FeedConfig, Settings
+from recsys.forget import Forgotten, forget_user
 from recsys.serving.cursor import decode_cursor, next_cursor, request_key
 from recsys.serving.degraded import degraded_feed
 from recsys.serving.history import History, consumed, user_history
@@ -255,6 +256,10 @@ class Recommender:
         """Store validated events durably; the next feed request reads them."""
         with self.store.transaction() as conn:
             return insert_events(conn, valid)
+
+    def forget_user(self, user_id: str) -> Forgotten:
+        """Erase the user's events, profile and vectors; their next page is a cold one."""
+        return forget_user(self.store, self.vectors, user_id)
 
     def upsert_items(self, valid: pd.DataFrame) -> tuple[int, int]:
         """Store items, embed them with the saved encoders and index them at once."""

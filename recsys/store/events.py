@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.exc import DBAPIError
 
 from recsys.columns import DWELL, EVENT_COLUMNS, EVENT_ID, ITEM_ID, TIMESTAMP, TYPE, USER_ID, VALUE
 from recsys.store.engine import sqlite_database_file
-from recsys.store.schema import events
+from recsys.store.schema import events, users
 
 _EVENT_INSERT_COLUMNS = (*EVENT_COLUMNS, "ingested_at")
 
@@ -425,3 +425,10 @@ def event_time_range(conn: Connection) -> tuple[float | None, float | None]:
     newest = select(func.max(events.c.timestamp)).scalar_subquery()
     row = conn.execute(select(oldest, newest)).one()
     return (row[0], row[1])
+
+
+def forget_user(conn: Connection, user_id: str) -> tuple[int, bool]:
+    """Delete every event of ``user_id`` and their user row: (events deleted, row deleted)."""
+    removed = conn.execute(delete(events).where(events.c.user_id == user_id)).rowcount
+    had_row = conn.execute(delete(users).where(users.c.user_id == user_id)).rowcount
+    return int(removed), bool(had_row)

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recsys.api import create_app
 from recsys.config import Settings
+from recsys.forget import Forgotten
 from recsys.serving import FeedFilters, FeedItem, FeedPage, InvalidCursor, Recommender, UnknownItem
 from recsys.store import Store, open_store
 from recsys.store.events import InsertResult
@@ -108,6 +109,9 @@ class FakeRecommender:
     def upsert_items(self, valid: pd.DataFrame) -> tuple[int, int]:
         self.upserted.append(valid)
         return len(valid), 0
+
+    def forget_user(self, user_id: str) -> Forgotten:
+        return Forgotten(user_id=user_id, events=2, profile=True, vector_versions=["v-test"])
 
     def refresh(self) -> bool:
         with self.lock:
