@@ -323,6 +323,9 @@ def _run_stages(
             catalogue_through = catalogue_updated_through(conn)
             items = load_items(conn)
             newest = float(event_time_range(conn)[1] or 0.0)
+        # Retired items' events stay in training unless the settings say otherwise.
+        retired = set(items.loc[items["retired"], ITEM_ID]) if "retired" in items else set()
+        dropped = set() if settings.train_on_retired_items else retired
         builder = InteractionBuilder(
             settings.signals, items=items, custom_weights=settings.custom_event_types, now=newest
         )
@@ -330,6 +333,8 @@ def _run_stages(
             for chunk in iter_events(
                 conn, chunk_rows=settings.import_chunk_rows * 5, columns=TRAINING_COLUMNS
             ):
+                if dropped:
+                    chunk = chunk[~chunk[ITEM_ID].isin(dropped)]
                 builder.add(chunk)
         data = builder.build()
         result.data_stats = {
@@ -390,7 +395,9 @@ def _run_stages(
         factors = {registry.get(name).vector: m.factors() for name, m in models.items()}
         build = vectors.begin(version, {n: int(f[1].shape[1]) for n, f in factors.items()})
         try:
-            item_ids = data.items.to_json()
+            # Retired items are trained on (see above) but never published.
+            published = ~catalogue["retired"].eq(True).to_numpy()
+            item_ids = [i for i, keep in zip(data.items.to_json(), published, strict=True) if keep]
             assert popularity.scores is not None
             payloads = [
                 {
@@ -403,14 +410,14 @@ def _run_stages(
                 }
                 for item_id, category, tags, created, p in zip(
                     item_ids,
-                    catalogue["category"].tolist(),
-                    catalogue["tags"].tolist(),
-                    catalogue["created_at"].tolist(),
-                    popularity.scores,
+                    catalogue["category"][published].tolist(),
+                    catalogue["tags"][published].tolist(),
+                    catalogue["created_at"][published].tolist(),
+                    popularity.scores[published],
                     strict=True,
                 )
             ]
-            build.upsert_items(item_ids, {n: f[1] for n, f in factors.items()}, payloads)
+            build.upsert_items(item_ids, {n: f[1][published] for n, f in factors.items()}, payloads)
             build.upsert_users(data.users.to_json(), {n: f[0] for n, f in factors.items()})
             build.commit()
         except BaseException:

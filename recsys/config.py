@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     # "key:scope,key:scope" where scope is read or write (write implies read).
     api_keys: str = ""
     keep_versions: int = 3
+    # A retired item leaves every feed and similar-items list and is not published again,
+    # but its events still tell the models what its users like. False drops those events
+    # from training too (say, when the item was withdrawn as harmful or mislabelled).
+    train_on_retired_items: bool = True
     import_chunk_rows: int = 100_000
     max_body_bytes: int = 4 * 1024 * 1024
     # Requests the service works on at once; the rest wait their turn in the event loop.

@@ -713,6 +713,7 @@ def test_an_upsert_appends_in_place_and_leaves_older_catalogues_whole() -> None:
         popularity=np.zeros(n),
         trending=np.zeros(n),
         content=np.zeros((n, dim), np.float32),
+        retired=np.zeros(n, dtype=bool),
         model_rows={"als": np.full(n, -1)},
     )
     state = SimpleNamespace(catalogue=first)

@@ -41,6 +41,7 @@ from recsys.api.schemas import (
     ItemPut,
     ItemsIn,
     ItemsOut,
+    RetiredOut,
     SimilarKind,
     SimilarOut,
 )
@@ -232,6 +233,26 @@ def forget_user(request: Request, user_id: PathId) -> ForgottenOut:
     )
 
 
+@v1.delete(
+    "/v1/items/{item_id:path}",
+    response_model=RetiredOut,
+    responses={**WRITE_ERRORS, **error_responses(404)},
+    dependencies=[Depends(require_write)],
+    tags=["items"],
+    summary="Retire an item",
+)
+def retire_item(request: Request, item_id: PathId) -> RetiredOut:
+    """Takes the item out of circulation before the response: it leaves every feed and
+    every similar-items list, and the next training does not publish it. Its events stay
+    (see `RECSYS_TRAIN_ON_RETIRED_ITEMS`); sending the item again brings it back."""
+    recommender = recommender_of(request)
+    try:
+        newly = recommender.retire_items([item_id])
+    except UnknownItem:
+        raise HTTPException(404, "no such item") from None
+    return RetiredOut(item_id=item_id, newly_retired=bool(newly))
+
+
 @v1.put(
     "/v1/items/{item_id:path}",
     response_model=ItemsOut,
@@ -275,7 +296,7 @@ def post_items(request: Request, batch: ItemsIn) -> ItemsOut:
 
 def _upsert(request: Request, records: list[dict[str, Any]]) -> ItemsOut:
     recommender = recommender_of(request)
-    frame = _frame(records, ITEM_FIELDS)
+    frame = _frame(records, (*ITEM_FIELDS, "retired"))
     checked = validate_items(frame, row_numbers=np.arange(len(frame)))
     if len(checked.rejects):
         raise BatchInvalid("item", len(frame), _reject_errors(checked.rejects))

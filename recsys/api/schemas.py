@@ -232,6 +232,11 @@ class _ItemFields(_Model):
     category: Label | None = None
     created_at: Timestamp | None = Field(default=None, description="When the item was published.")
     duration_seconds: Number | None = Field(default=None, ge=0)
+    retired: bool = Field(
+        default=False,
+        description="Out of circulation: in no feed and no similar-items list. An item sent "
+        "again without it is back in circulation.",
+    )
 
 
 _ITEM_EXAMPLE: dict[str, Any] = {
@@ -374,6 +379,17 @@ class SimilarOut(BaseModel):
 
 
 # --- models ---------------------------------------------------------------------------------
+
+
+class RetiredOut(BaseModel):
+    """An item taken out of circulation."""
+
+    item_id: str
+    newly_retired: bool = Field(description="False when the item was retired already.")
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"item_id": "clip-7", "newly_retired": True}]}
+    )
 
 
 class ForgottenOut(BaseModel):

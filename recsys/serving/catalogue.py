@@ -34,6 +34,7 @@ class Catalogue:
     popularity: np.ndarray  # positive users per item at training time
     trending: np.ndarray  # time-decayed recent positive events
     content: np.ndarray  # unit content vectors (rows align with ids)
+    retired: np.ndarray  # out of circulation: never proposed, never similar
     # Per model that folds users in: its item column per catalogue row, -1 when unknown.
     model_rows: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -86,17 +87,20 @@ class Catalogue:
         # Without payload filters the top n is a walk down a ranking made once, skipping
         # the excluded rows: a few hundred steps instead of masks over the whole catalogue.
         excluded = set(self.rows(exclude).tolist()) if exclude else set()
+        retired = self.retired
         order, values = self.ranking(name, score, depends_on)
         picked: list[int] = []
-        for row in order[: n + len(excluded)].tolist():
-            if row not in excluded:
+        # Past the excluded and the retired rows, the top n are within this many.
+        reach = n + len(excluded) + int(np.count_nonzero(retired))
+        for row in order[:reach].tolist():
+            if row not in excluded and not retired[row]:
                 picked.append(row)
                 if len(picked) == n:
                     break
         return [Hit(item_id=self.ids[r], score=float(values[r]), payload={}) for r in picked]
 
     def _mask(self, exclude: set[str], filters: FeedFilters) -> np.ndarray:
-        mask = np.ones(len(self.ids), dtype=bool)
+        mask = ~self.retired
         if exclude:
             rows = self.rows(exclude)
             mask[rows[rows >= 0]] = False
@@ -166,6 +170,9 @@ def build_catalogue(
         popularity=popularity,
         trending=np.zeros(len(ids)),
         content=unit(content).astype(np.float32),
+        retired=items["retired"].eq(True).to_numpy()
+        if "retired" in items
+        else np.zeros(len(ids), dtype=bool),
         model_rows={
             name: model.items.to_internal(ids, strict=False)
             for name, model in fold_in_models.items()
@@ -241,6 +248,7 @@ def extend_catalogue(
     created_at = grown("created_at", catalogue.created_at, np.nan)
     durations = grown("durations", catalogue.durations, np.nan)
     vectors = grown("content", catalogue.content, 0.0)
+    retired = grown("retired", catalogue.retired, False)
     model_rows = {}
     for name, rows in catalogue.model_rows.items():
         model_rows[name] = grown(f"rows:{name}", rows, -1)
@@ -257,6 +265,7 @@ def extend_catalogue(
         created_at[row] = float(created) if created is not None else np.nan
         durations[row] = float(duration) if duration is not None else np.nan
         vectors[row] = content[position]
+        retired[row] = bool(record.get("retired") or False)
     return Catalogue(
         ids=ids,
         index=index,
@@ -268,6 +277,7 @@ def extend_catalogue(
         popularity=grown("popularity", catalogue.popularity, 0.0),
         trending=grown("trending", catalogue.trending, 0.0),
         content=vectors,
+        retired=retired,
         model_rows=model_rows,
         buffers=buffers,
     )

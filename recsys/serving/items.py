@@ -24,6 +24,10 @@ def index_items(state: ServingState, items: pd.DataFrame) -> None:
     """
     items = items.reset_index(drop=True)
     catalogue = state.catalogue
+    retired = items["retired"].eq(True).to_numpy() if "retired" in items else None
+    if retired is not None and retired.any():
+        # Out of circulation: no query can return a point that is not there.
+        state.index.delete_items(items.loc[retired, ITEM_ID].astype(str).tolist())
     ids = items[ITEM_ID].astype(str).tolist()
     embedded: dict[str, np.ndarray] = {}
     known: dict[str, np.ndarray] = {}
@@ -44,6 +48,8 @@ def index_items(state: ServingState, items: pd.DataFrame) -> None:
     ]
     groups: dict[tuple[str, ...], list[int]] = {}
     for position in range(len(ids)):
+        if retired is not None and retired[position]:
+            continue
         names = tuple(name for name, columns in known.items() if columns[position] >= 0)
         groups.setdefault(names, []).append(position)
     for names, positions in groups.items():

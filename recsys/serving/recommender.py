@@ -31,9 +31,16 @@ from recsys.serving.ranking import BlendRanker, Ranker
 from recsys.serving.similar import check_similar_request, similar_items
 from recsys.serving.sources import CandidateSource, FeedRequest, default_sources, gather
 from recsys.serving.state import ServingState
-from recsys.serving.types import FeedFilters, FeedItem, FeedPage, NoModel, SimilarKind
+from recsys.serving.types import (
+    FeedFilters,
+    FeedItem,
+    FeedPage,
+    NoModel,
+    SimilarKind,
+    UnknownItem,
+)
 from recsys.store import Store
-from recsys.store.catalog import upsert_items
+from recsys.store.catalog import known_items, load_items, retire_items, upsert_items
 from recsys.store.events import InsertResult, insert_events
 from recsys.vectors import VectorStore, open_vector_store
 from recsys.vectors.base import ItemFilter
@@ -265,16 +272,31 @@ class Recommender:
         """Store items, embed them with the saved encoders and index them at once."""
         with self.store.transaction() as conn:
             counts = upsert_items(conn, valid)
-        if valid.empty:
-            return counts
+        if not valid.empty:
+            self._index_into_live(valid)
+        return counts
+
+    def retire_items(self, item_ids: list[str]) -> int:
+        """Take items out of circulation at once: out of every feed and similar-items list,
+        and out of the next version. Returns how many were in circulation; raises
+        UnknownItem for an id neither the catalogue nor any event knows."""
+        with self.store.transaction() as conn:
+            unknown = set(item_ids) - known_items(conn, item_ids)
+            if unknown:
+                raise UnknownItem(sorted(unknown)[0])
+            retired = retire_items(conn, item_ids)
+            changed = load_items(conn, item_ids)
+        self._index_into_live(changed)
+        return retired
+
+    def _index_into_live(self, items: pd.DataFrame) -> None:
         indexed: ServingState | None = None
         # A swap may land while this indexes (and the new state's catch-up may have read
         # the store before this commit became visible): index into each state that was live.
         while (state := self.live.current) is not None and state is not indexed:
             with state.lock:
-                index_items(state, valid)
+                index_items(state, items)
             indexed = state
-        return counts
 
 
 def _is_store_error(exc: BaseException) -> bool:

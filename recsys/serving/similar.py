@@ -32,7 +32,7 @@ def similar_items(
     check_similar_request(kind, limit)
     catalogue = state.catalogue
     row = catalogue.index.get(item_id)
-    if row is None:
+    if row is None or catalogue.retired[row]:
         raise UnknownItem(item_id)
     title = catalogue.titles[row] or item_id
     exclude = ItemFilter(exclude_ids=[item_id])

@@ -53,6 +53,9 @@ def most_active_items(
         .order_by(func.count().desc())
         .limit(limit)
     )
+    # Retired items are out of circulation, here as everywhere.
+    retired = select(items.c.item_id).where(items.c.retired_at.is_not(None))
+    query = query.where(events.c.item_id.not_in(retired))
     if categories:
         query = query.join(items, items.c.item_id == events.c.item_id).where(
             items.c.category.in_(list(categories))

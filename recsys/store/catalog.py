@@ -12,7 +12,7 @@ import pandas as pd
 from sqlalchemy import ARRAY, Connection, String, TextualSelect, bindparam, func, select, text
 
 from recsys.events import parse_timestamps
-from recsys.store.schema import MAX_ID_LENGTH, items
+from recsys.store.schema import MAX_ID_LENGTH, events, items
 
 ITEM_FIELDS = ("item_id", "title", "text", "tags", "category", "created_at", "duration_seconds")
 
@@ -40,6 +40,20 @@ def _tags(value: object) -> list[str]:
     if isinstance(value, (list, tuple, np.ndarray)):
         return [str(t) for t in value if t is not None and str(t)]
     return [str(value)]
+
+
+_FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
+
+
+def _flag(value: object) -> bool | None:
+    """True or False from a file's or a request's spelling of it; None if it is neither."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return False
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer) and value in (0, 1):
+        return bool(value)
+    return _FLAGS.get(str(value).strip().lower())
 
 
 def validate_items(
@@ -84,6 +98,8 @@ def validate_items(
     )
     reject(duration < 0, "duration_seconds", "negative duration_seconds")
     reject(np.isinf(duration), "duration_seconds", "duration_seconds must be finite")
+    retired = get("retired").map(_flag)
+    reject(retired.isna() & get("retired").notna(), "retired", "retired must be true or false")
 
     ok = reason.isna()
     text_of = lambda name: get(name).astype(object).where(get(name).notna(), "").astype(str)  # noqa: E731
@@ -100,6 +116,7 @@ def validate_items(
             "category": category[ok],
             "created_at": created[ok],
             "duration_seconds": duration[ok],
+            "retired": retired[ok].fillna(False).astype(bool),
         }
     ).drop_duplicates("item_id", keep="last")
     rejects = pd.DataFrame(
@@ -130,7 +147,13 @@ def upsert_items(
         )
     clean = valid.astype(object).where(valid.notna(), None)
     rows = [
-        {**row, "attributes": {}, "updated_at": updated_at}
+        {
+            **{name: row.get(name) for name in ITEM_FIELDS},
+            "attributes": {},
+            "updated_at": updated_at,
+            # Sent again without the flag, a retired item is back in circulation.
+            "retired_at": updated_at if row.get("retired") else None,
+        }
         for row in clean.sort_values("item_id").to_dict("records")
     ]
     if conn.dialect.name == "postgresql":
@@ -140,7 +163,7 @@ def upsert_items(
     stmt = dialect_insert(items)
     stmt = stmt.on_conflict_do_update(
         index_elements=[items.c.item_id],
-        set_={name: stmt.excluded[name] for name in (*ITEM_FIELDS[1:], "updated_at")},
+        set_={name: stmt.excluded[name] for name in (*ITEM_FIELDS[1:], "updated_at", "retired_at")},
     )
     conn.execute(stmt, rows)
     return len(rows) - existing, existing
@@ -154,14 +177,15 @@ def load_items(
 ) -> pd.DataFrame:
     """The catalogue (or the given items, or those upserted since a time) as a DataFrame
     with the canonical item columns."""
-    query = select(*[items.c[name] for name in ITEM_FIELDS])
+    query = select(*[items.c[name] for name in ITEM_FIELDS], items.c.retired_at.is_not(None))
     if item_ids is not None:
         query = query.where(items.c.item_id.in_(list(item_ids)))
     if updated_since is not None:
         query = query.where(items.c.updated_at >= updated_since)
     frame = pd.DataFrame.from_records(
-        [tuple(row) for row in conn.execute(query)], columns=list(ITEM_FIELDS)
+        [tuple(row) for row in conn.execute(query)], columns=[*ITEM_FIELDS, "retired"]
     )
+    frame["retired"] = frame["retired"].astype(bool)
     for column in ("created_at", "duration_seconds"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
     frame["tags"] = [list(t) if t else [] for t in frame["tags"]]
@@ -196,3 +220,53 @@ def catalogue_updated_through(conn: Connection) -> float:
     """The newest ``updated_at`` in the catalogue (0 when it is empty)."""
     newest = conn.execute(select(func.max(items.c.updated_at))).scalar()
     return float(newest) if newest is not None else 0.0
+
+
+def retire_items(conn: Connection, item_ids: Collection[str], *, now: float | None = None) -> int:
+    """Take items out of circulation; return how many were in it. An item known only from
+    events gets a catalogue row, retired, so the next training leaves it out too."""
+    wanted = list(dict.fromkeys(item_ids))
+    if not wanted:
+        return 0
+    stamp = time.time() if now is None else now
+    known = {
+        row[0]: row[1]
+        for row in conn.execute(
+            select(items.c.item_id, items.c.retired_at).where(items.c.item_id.in_(wanted))
+        )
+    }
+    missing = [item_id for item_id in wanted if item_id not in known]
+    if missing:
+        conn.execute(
+            items.insert(),
+            [
+                {
+                    "item_id": item_id,
+                    "title": "",
+                    "text": "",
+                    "tags": [],
+                    "attributes": {},
+                    "updated_at": stamp,
+                    "retired_at": stamp,
+                }
+                for item_id in missing
+            ],
+        )
+    active = [item_id for item_id, retired_at in known.items() if retired_at is None]
+    if active:
+        conn.execute(
+            items.update()
+            .where(items.c.item_id.in_(active))
+            .values(retired_at=stamp, updated_at=stamp)
+        )
+    return len(active) + len(missing)
+
+
+def known_items(conn: Connection, item_ids: Collection[str]) -> set[str]:
+    """The ids among ``item_ids`` that the catalogue or any event knows."""
+    wanted = list(dict.fromkeys(item_ids))
+    if not wanted:
+        return set()
+    in_catalogue = select(items.c.item_id).where(items.c.item_id.in_(wanted))
+    in_events = select(events.c.item_id).where(events.c.item_id.in_(wanted)).distinct()
+    return {row[0] for row in conn.execute(in_catalogue.union(in_events))}

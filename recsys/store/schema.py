@@ -31,6 +31,9 @@ items = Table(
     Column("duration_seconds", Float(precision=53), nullable=True),
     Column("attributes", JSON, nullable=False),
     Column("updated_at", Float(precision=53), nullable=False),
+    # When the item was taken out of circulation (None while it is in): it leaves every
+    # feed and similar-items list but stays in the history.
+    Column("retired_at", Float(precision=53), nullable=True),
     Index(None, "created_at"),
 )
 

@@ -110,6 +110,11 @@ class FakeRecommender:
         self.upserted.append(valid)
         return len(valid), 0
 
+    def retire_items(self, item_ids: list[str]) -> int:
+        if "missing" in item_ids:
+            raise UnknownItem("missing")
+        return len(item_ids)
+
     def forget_user(self, user_id: str) -> Forgotten:
         return Forgotten(user_id=user_id, events=2, profile=True, vector_versions=["v-test"])
 

@@ -37,6 +37,7 @@ ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("POST", "/v1/items", {"items": [{"item_id": "i1", **ITEM}]}, "write"),
     ("POST", "/v1/models/m1/activate", None, "write"),
     ("DELETE", "/v1/users/u1", None, "write"),
+    ("DELETE", "/v1/items/i1", None, "write"),
     ("GET", "/metrics", None, "read"),
     ("GET", "/healthz", None, "open"),
     ("GET", "/readyz", None, "open"),
