@@ -34,6 +34,8 @@ models_app = typer.Typer(help="List published model versions and roll back.", no
 app.add_typer(models_app, name="models")
 users_app = typer.Typer(help="Erase a user's data.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+items_app = typer.Typer(help="Take items out of circulation.", no_args_is_help=True)
+app.add_typer(items_app, name="items")
 
 log = logging.getLogger("recsys")
 
@@ -303,6 +305,24 @@ def users_forget(user_id: str) -> None:
         f"forgot {user_id}: {forgotten.events} events, "
         f"profile {'removed' if forgotten.profile else 'absent'}, vectors in versions: {versions}"
     )
+
+
+@items_app.command("retire")
+def items_retire(item_ids: list[str]) -> None:
+    """Take ITEM_IDS out of every feed and similar-items list, and out of the next version.
+    With a service running on the embedded index, call its DELETE /v1/items/{item_id}
+    instead: the service holds the index."""
+    from recsys.serving import UnknownItem
+
+    wanted = list(dict.fromkeys(item_ids))
+    recommender = _open_recommender()
+    try:
+        retired = recommender.retire_items(wanted)
+    except UnknownItem as exc:
+        raise _fail(f"unknown item {exc.args[0]!r}; nothing was retired") from exc
+    finally:
+        recommender.close()
+    typer.echo(f"retired {retired} item(s); {len(wanted) - retired} were retired already")
 
 
 def _open_recommender() -> Recommender:

@@ -14,6 +14,7 @@ from pipelines.train import train
 from recsys import config as config_module
 from recsys.api.app import create_app
 from recsys.cli import app as cli_app
+from recsys.store.catalog import load_items
 from recsys.store.schema import events as events_table
 from recsys.store.schema import users as users_table
 from recsys.vectors import open_vector_store
@@ -117,6 +118,15 @@ def test_forget_in_the_cli(
         assert versions_holding(world, user) == []
         empty = CliRunner().invoke(cli_app, ["users", "forget", ""])
         assert empty.exit_code == 1 and "user_id must be a non-empty string" in empty.output
+        # Retiring from the CLI, with the same rule: no service holds the index.
+        item = world.items["item_id"].iloc[0]
+        retired = CliRunner().invoke(cli_app, ["items", "retire", item, item])
+        assert retired.exit_code == 0, retired.output
+        assert "retired 1 item(s); 0 were retired already" in retired.output
+        unknown = CliRunner().invoke(cli_app, ["items", "retire", "no-such-item"])
+        assert unknown.exit_code == 1 and "unknown item 'no-such-item'" in unknown.output
+        with world.store.read() as conn:
+            assert load_items(conn, [item])["retired"].tolist() == [True]
     finally:
         config_module.get_settings.cache_clear()
         world.store.dispose()
