@@ -138,3 +138,29 @@ def test_retrain_publish_serve_and_roll_back(recommender: Recommender, world: Tr
 def test_both_stores_are_really_in_use(world: TrainedWorld) -> None:
     expected = "postgresql" if "postgresql" in world.settings.sqlalchemy_url else "sqlite"
     assert world.store.dialect == expected
+
+
+def test_retiring_and_forgetting_on_either_store(
+    recommender: Recommender, world: TrainedWorld
+) -> None:
+    popular = [
+        i.item_id for i in recommender.degraded_feed("demo-user-0009", 5, set(), 0, None).items
+    ]
+    assert recommender.retire_items(popular[:2]) == 2
+    # An item only events know gets a retired catalogue row of its own.
+    send(recommender, "demo-user-0009", ["only-in-events"], "like", 1.8e9 + 500)
+    assert recommender.retire_items(["only-in-events"]) == 1
+    after = [
+        i.item_id for i in recommender.degraded_feed("demo-user-0009", 5, set(), 0, None).items
+    ]
+    assert not set(after) & {*popular[:2], "only-in-events"}
+    assert not {i.item_id for i in recommender.feed("demo-user-0009", limit=50).items} & set(
+        popular[:2]
+    )
+    user = "demo-user-0011"
+    forgotten = recommender.forget_user(user)
+    assert forgotten.events > 0 and forgotten.profile
+    assert forgotten.vector_versions
+    assert recommender.forget_user(user).events == 0
+    history = recommender.history(recommender.require_state(), user)
+    assert len(history) == 0
