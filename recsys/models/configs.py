@@ -103,3 +103,16 @@ class ContentConfig(_ModelConfig):
     # building a user's content vector (a dislike pushes away, but less than a like pulls).
     negative_weight: float = Field(default=0.5, ge=0.0)
     random_state: int | None = 42
+
+
+class ItemToItemConfig(_ModelConfig):
+    """EASE: a closed-form item-to-item model over users' positive interactions."""
+
+    # L2 penalty on the item-item weights; 100 scored best on a validation split of
+    # ml-latest-small's training part (the issue's prototype), and EASE is flat around it.
+    regularization: float = Field(default=100.0, gt=0.0)
+    # The items x items Gram matrix and its inverse are dense: at 20k items that is about
+    # 1.6 GB each in float32. Past this many, only the most-interacted items are modelled.
+    max_items: int = Field(default=20_000, ge=1)
+    # Neighbours kept per item (the largest weights); the rest are dropped after the fit.
+    neighbours: int = Field(default=100, ge=1)

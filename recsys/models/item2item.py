@@ -1,0 +1,180 @@
+"""An item-to-item model: EASE (Steck, 2019), a closed-form linear map from the items a user
+liked to a score for every other item, kept as each item's top neighbours.
+
+A user's scores are their positive history times the neighbour matrix, so the model needs
+no user state at all: the feed scores a user from their live history, and an event counts
+on the next request. Artifacts are an ``.npz`` of the sparse neighbour matrix and a JSON
+file; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.dataset import IdMap, InteractionData
+from recsys.models.base import ModelNotFittedError, top_k, validate_interactions
+from recsys.models.configs import ItemToItemConfig
+
+FORMAT_VERSION = 1
+NEIGHBOURS_FILE = "neighbours.npz"
+STATE_FILE = "model.json"
+# Rows of the weight matrix ranked at once when keeping each item's top neighbours.
+BLOCK_ROWS = 2_048
+
+
+class ItemToItemModel:
+    """EASE over positive interactions; ``neighbours[i, j]`` is how much liking item ``i``
+    adds to item ``j``'s score."""
+
+    kind = "item2item"
+    config_class = ItemToItemConfig
+
+    def __init__(self, config: ItemToItemConfig | None = None, *, name: str | None = None) -> None:
+        self.config = config or ItemToItemConfig()
+        if not isinstance(self.config, ItemToItemConfig):
+            raise TypeError(f"ItemToItemModel needs an ItemToItemConfig, got {type(config)}")
+        self.name = name or self.kind
+        self.items: IdMap | None = None
+        self.neighbours: sp.csr_matrix | None = None
+        # The fitted users' positives, for offline evaluation; not saved.
+        self._history: sp.csr_matrix | None = None
+
+    # -- fitting ------------------------------------------------------------------------------
+
+    def fit(self, interactions: InteractionData, items_df: Any = None) -> Self:
+        matrix = validate_interactions(interactions)
+        positives = (matrix > 0).astype(np.float32).tocsr()
+        n_items = positives.shape[1]
+        counts = np.asarray(positives.sum(axis=0)).ravel()
+        order = np.argsort(-counts, kind="stable")
+        active = np.sort(order[: self.config.max_items][counts[order[: self.config.max_items]] > 0])
+        self.neighbours = self._fit_neighbours(positives[:, active], active, n_items)
+        self.items = interactions.items
+        self._history = positives
+        return self
+
+    def _fit_neighbours(self, x: sp.csr_matrix, active: np.ndarray, n_items: int) -> sp.csr_matrix:
+        if not len(active):
+            return sp.csr_matrix((n_items, n_items), dtype=np.float32)
+        gram = np.asarray((x.T @ x).toarray(), dtype=np.float32)
+        gram[np.diag_indices_from(gram)] += self.config.regularization
+        inverse = np.linalg.inv(gram)
+        del gram
+        weights = inverse / -np.diag(inverse)[None, :]
+        del inverse
+        np.fill_diagonal(weights, 0.0)
+        k = min(self.config.neighbours, len(active) - 1)
+        rows, cols, values = [], [], []
+        for start in range(0, len(active), BLOCK_ROWS):
+            block = weights[start : start + BLOCK_ROWS]
+            if k < 1:
+                break
+            best, scores = top_k(block, k)
+            keep = scores > 0
+            rows.append(np.repeat(active[start : start + len(block)], k)[keep.ravel()])
+            cols.append(active[best[keep]])
+            values.append(scores[keep])
+        if not rows:
+            return sp.csr_matrix((n_items, n_items), dtype=np.float32)
+        return sp.csr_matrix(
+            (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(n_items, n_items),
+            dtype=np.float32,
+        )
+
+    # -- scoring ------------------------------------------------------------------------------
+
+    def _require(self) -> tuple[IdMap, sp.csr_matrix]:
+        if self.items is None or self.neighbours is None:
+            raise ModelNotFittedError("ItemToItemModel is not fitted; call fit or load")
+        return self.items, self.neighbours
+
+    def score_history(self, item_indices: Any, weights: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Items scored from one user's history (item indices and signal weights; only the
+        positive ones count): ``(item indices, scores)``, unordered, scores > 0."""
+        _, neighbours = self._require()
+        items = np.asarray(item_indices, dtype=np.int64).ravel()
+        values = np.asarray(weights, dtype=np.float32).ravel()
+        if items.shape != values.shape:
+            raise ValueError("item_indices and weights differ in length")
+        liked = items[values > 0]
+        if not len(liked):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if liked.min() < 0 or liked.max() >= neighbours.shape[0]:
+            raise IndexError("item index out of range")
+        history = sp.csr_matrix(
+            (np.ones(len(liked), np.float32), (np.zeros(len(liked), np.int64), liked)),
+            shape=(1, neighbours.shape[0]),
+        )
+        row = (history @ neighbours).tocsr()
+        keep = row.data > 0
+        return row.indices[keep].astype(np.int64), row.data[keep].astype(np.float32)
+
+    def recommend(
+        self, user_indices: Any, k: int, filter_seen: sp.spmatrix | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` items for users of the fitted interactions, as
+        ``EmbeddingModel.recommend`` gives them (-1 / -inf padded)."""
+        _, neighbours = self._require()
+        if self._history is None:
+            raise ModelNotFittedError("recommend needs the fitted interactions; use score_history")
+        users = np.asarray(user_indices, dtype=np.int64).ravel()
+        scores = np.asarray((self._history[users] @ neighbours).toarray(), dtype=np.float32)
+        # Unscored items rank below every scored one, still in a stable order.
+        scores[scores == 0] = -np.finfo(np.float32).max
+        if filter_seen is not None:
+            seen = sp.csr_matrix(filter_seen)
+            rows = np.repeat(np.arange(len(users)), np.diff(seen.indptr))
+            scores[rows, seen.indices] = -np.inf
+        items, values = top_k(scores, min(int(k), scores.shape[1]))
+        return items, values
+
+    def similar_items(self, item_index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The items liking ``item_index`` adds most to, best first."""
+        _, neighbours = self._require()
+        row = neighbours.getrow(int(item_index))
+        order = np.argsort(-row.data, kind="stable")[:k]
+        return row.indices[order].astype(np.int64), row.data[order]
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        items, neighbours = self._require()
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            path / NEIGHBOURS_FILE,
+            indptr=neighbours.indptr,
+            indices=neighbours.indices,
+            data=neighbours.data,
+            shape=np.asarray(neighbours.shape, dtype=np.int64),
+        )
+        state = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "name": self.name,
+            "config": self.config.model_dump(),
+            "items": items.to_json(),
+        }
+        (path / STATE_FILE).write_text(json.dumps(state))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ItemToItemModel:
+        path = Path(directory)
+        state = json.loads((path / STATE_FILE).read_text())
+        if state.get("format_version") != FORMAT_VERSION or state.get("kind") != cls.kind:
+            raise ValueError(f"{path} does not hold an item-to-item model of this format")
+        model = cls(ItemToItemConfig(**state["config"]), name=state.get("name"))
+        with np.load(path / NEIGHBOURS_FILE, allow_pickle=False) as arrays:
+            model.neighbours = sp.csr_matrix(
+                (arrays["data"], arrays["indices"], arrays["indptr"]),
+                shape=tuple(int(n) for n in arrays["shape"]),
+            )
+        model.items = IdMap(state["items"])
+        return model
