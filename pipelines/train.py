@@ -392,7 +392,11 @@ def _run_stages(
 
     with stages.stage("publish"):
         # (user factors, item factors) per model's named vector.
-        factors = {registry.get(name).vector: m.factors() for name, m in models.items()}
+        factors = {
+            registry.get(name).vector: m.factors()
+            for name, m in models.items()
+            if registry.get(name).publishes_vectors
+        }
         build = vectors.begin(version, {n: int(f[1].shape[1]) for n, f in factors.items()})
         try:
             # Retired items are trained on (see above) but never published.

@@ -382,7 +382,7 @@ def feed(
 @app.command()
 def similar(
     item_id: str,
-    kind: Annotated[str, typer.Option(help="content, behavioural or blend")] = "content",
+    kind: Annotated[str, typer.Option(help="content, behavioural, blend or item2item")] = "content",
     limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:

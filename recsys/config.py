@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from recsys.columns import MAX_EVENT_TYPE_LENGTH
-from recsys.models.configs import ALSConfig, ContentConfig, HybridConfig
+from recsys.models.configs import ALSConfig, ContentConfig, HybridConfig, ItemToItemConfig
 
 BUILTIN_EVENT_TYPES = ("like", "dislike", "skip", "view", "rating", "play")
 
@@ -150,6 +150,7 @@ class Settings(BaseSettings):
     als: ALSConfig = Field(default_factory=ALSConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
     content: ContentConfig = Field(default_factory=ContentConfig)
+    item2item: ItemToItemConfig = Field(default_factory=ItemToItemConfig)
     feed: FeedConfig = Field(default_factory=FeedConfig)
     # "key:scope,key:scope" where scope is read or write (write implies read).
     api_keys: str = ""

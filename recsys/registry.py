@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Distance = Literal["dot", "cosine"]
+# "embedding": user and item vectors, published to the vector index. "neighbours": an
+# item-to-item matrix kept in the version's artifacts and read in memory.
+Kind = Literal["embedding", "neighbours"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +38,7 @@ class ModelSpec:
 
     name: str
     model_class: str
-    distance: Distance
+    distance: Distance | None
     source: str | None
     # The Settings attribute holding the model's config (None: the class's defaults).
     config: str | None = None
@@ -50,12 +53,15 @@ class ModelSpec:
     gated: bool = False
     # Blend weights (warm, cold) used when the feed config names none for this source.
     default_weights: tuple[float, float] = (0.0, 0.0)
+    kind: Kind = "embedding"
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise ValueError(f"model name must be an identifier, got {self.name!r}")
-        if self.distance not in ("dot", "cosine"):
+        if self.kind == "embedding" and self.distance not in ("dot", "cosine"):
             raise ValueError(f"distance must be dot or cosine, got {self.distance!r}")
+        if self.kind == "neighbours" and self.distance is not None:
+            raise ValueError("a neighbours model publishes no vectors: its distance is None")
         if ":" not in self.model_class:
             raise ValueError(f"model_class must be 'module:Class', got {self.model_class!r}")
 
@@ -63,6 +69,10 @@ class ModelSpec:
     def vector(self) -> str:
         """The named vector the model publishes (its name)."""
         return self.name
+
+    @property
+    def publishes_vectors(self) -> bool:
+        return self.kind == "embedding"
 
     def load_class(self) -> Any:
         module, _, attribute = self.model_class.partition(":")
@@ -105,6 +115,17 @@ _BUILTIN: tuple[ModelSpec, ...] = (
         source="content",
         config="content",
         embeds_items=True,
+    ),
+    ModelSpec(
+        name="item2item",
+        model_class="recsys.models.item2item:ItemToItemModel",
+        distance=None,
+        source="item2item",
+        config="item2item",
+        kind="neighbours",
+        # Not in the hand blend until weighed on validation data (the learned ranker's
+        # job): a source with no weight is not even asked.
+        default_weights=(0.0, 0.0),
     ),
 )
 
@@ -188,7 +209,8 @@ def names() -> tuple[str, ...]:
 def distances() -> dict[str, Distance]:
     """The distance of every named vector a version may hold."""
     found: dict[str, Distance] = _cached(
-        "distances", lambda all_: {spec.vector: spec.distance for spec in all_}
+        "distances",
+        lambda all_: {s.vector: s.distance for s in all_ if s.distance is not None},
     )
     return dict(found)
 

@@ -738,3 +738,48 @@ def test_an_upsert_appends_in_place_and_leaves_older_catalogues_whole() -> None:
     fourth = upsert("new-1", 3.0)
     assert fourth.content[fourth.index["new-1"]].tolist() == [3.0] * dim
     assert third.content[third.index["new-1"]].tolist() == [3.0] * dim
+
+
+def test_item_to_item_neighbours_and_its_live_source(
+    recommender: Recommender, trained_world: TrainedWorld
+) -> None:
+    from recsys import registry
+    from recsys.serving.sources import NeighbourSource
+
+    catalogue = recommender.require_state().catalogue
+    jazz = topic_items(trained_world, "jazz", 200)
+    # The most liked jazz items: the model knows their neighbours best.
+    liked = sorted(jazz, key=lambda i: -catalogue.popularity[catalogue.index[i]])[:3]
+    similar = recommender.similar(liked[0], kind="item2item", limit=10)
+    assert similar and all(i.sources == ["item2item"] for i in similar)
+    assert liked[0] not in {i.item_id for i in similar}
+    assert [i.score for i in similar] == sorted((i.score for i in similar), reverse=True)
+    # The source scores the live history: a like is felt on the next request.
+    user = "i2i-fan"
+    source = NeighbourSource(registry.get("item2item"))
+    config = recommender.config
+    weighed = config.model_copy(update={"warm_weights": {**config.warm_weights, "item2item": 0.5}})
+    state = recommender.require_state()
+
+    def proposed() -> list[str]:
+        history = recommender.history(state, user)
+        request = recommender.request(state, user, history, 20, set(), None)
+        request.config = weighed
+        return [h.item_id for c in source.lists(request) for h in c.hits]
+
+    assert proposed() == []
+    send(recommender, user, liked, "like", start=1.8e9 + 600)
+    after = proposed()
+    assert after and not set(after) & set(liked)
+    assert {i.item_id for i in similar[:3]} & set(after)
+    # Not weighed by the blend (the default), the source is not even asked.
+    history = recommender.history(state, user)
+    assert source.lists(recommender.request(state, user, history, 20, set(), None)) == []
+    recommender.config = weighed
+    try:
+        page = recommender.feed(user, limit=20)
+    finally:
+        recommender.config = config
+    assert any("item2item" in i.breakdown for i in page.items)
+    for item in page.items:
+        assert item.score == pytest.approx(sum(item.breakdown.values()), abs=1e-4)

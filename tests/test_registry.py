@@ -24,9 +24,17 @@ SMALL = ModelSpec(
 
 
 def test_built_in_models_and_what_derives_from_them() -> None:
-    assert registry.names() == ("als", "hybrid", "content")
+    assert registry.names() == ("als", "hybrid", "content", "item2item")
+    # The item-to-item model keeps neighbours in its artifacts: no vectors to publish.
     assert registry.distances() == {"als": "dot", "hybrid": "dot", "content": "cosine"}
-    assert registry.feed_sources() == ("behavioural", "hybrid", "content", "fresh", "popular")
+    assert registry.feed_sources() == (
+        "behavioural",
+        "hybrid",
+        "content",
+        "item2item",
+        "fresh",
+        "popular",
+    )
     assert registry.gated().name == "als"
     assert registry.by_source("behavioural").folds_in_user
     assert [s.name for s in registry.specs() if s.embeds_items] == ["hybrid", "content"]
@@ -49,12 +57,12 @@ def test_bad_registrations_are_refused() -> None:
         ModelSpec("not a name", "x:Y", "dot", None)
     with pytest.raises(ValueError, match="built-in"):
         registry.unregister("content")
-    assert registry.names() == ("als", "hybrid", "content")
+    assert registry.names() == ("als", "hybrid", "content", "item2item")
 
 
 def test_a_registered_model_is_trained_published_and_served(tmp_path: Path) -> None:
     with registry.registered(SMALL):
-        assert registry.feed_sources()[:4] == ("behavioural", "hybrid", "content", "small_svd")
+        assert registry.feed_sources()[3:5] == ("item2item", "small_svd")
         world = build_trained_world(tmp_path / "home", scale=0.2)
         try:
             settings = world.settings
@@ -63,7 +71,7 @@ def test_a_registered_model_is_trained_published_and_served(tmp_path: Path) -> N
             assert version is not None
             # Trained and saved with the version.
             manifest = json.loads((settings.artifacts_dir / version / "manifest.json").read_text())
-            assert manifest["models"] == ["als", "hybrid", "content", "small_svd"]
+            assert manifest["models"] == ["als", "hybrid", "content", "item2item", "small_svd"]
             assert (settings.artifacts_dir / version / "small_svd" / "factors.npz").is_file()
             # Published: its vectors are in the version's index, for items and users.
             state = recommender.require_state()

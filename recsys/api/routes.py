@@ -126,7 +126,7 @@ def get_similar(
         SimilarKind,
         Query(
             description="content: by text and tags; behavioural: watched by the same people; "
-            "blend: both."
+            "blend: both; item2item: what liking this item predicts (EASE)."
         ),
     ] = "content",
 ) -> SimilarOut:

@@ -30,7 +30,7 @@ MAX_TEXT_CHARS = 100_000
 MAX_CURSOR_CHARS = 16_384
 MAX_FILTER_VALUES = 50
 
-SimilarKind = Literal["content", "behavioural", "blend"]
+SimilarKind = Literal["content", "behavioural", "blend", "item2item"]
 
 
 def storable_text(value: str) -> str:

@@ -55,7 +55,8 @@ class ItemToItemModel:
         active = np.sort(order[: self.config.max_items][counts[order[: self.config.max_items]] > 0])
         self.neighbours = self._fit_neighbours(positives[:, active], active, n_items)
         self.items = interactions.items
-        self._history = positives
+        # Scored as the feed scores a live history: positive signal weights.
+        self._history = matrix.maximum(0).tocsr()
         return self
 
     def _fit_neighbours(self, x: sp.csr_matrix, active: np.ndarray, n_items: int) -> sp.csr_matrix:
@@ -95,20 +96,20 @@ class ItemToItemModel:
         return self.items, self.neighbours
 
     def score_history(self, item_indices: Any, weights: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Items scored from one user's history (item indices and signal weights; only the
-        positive ones count): ``(item indices, scores)``, unordered, scores > 0."""
+        """Items scored from one user's history (item indices and signal weights; the
+        positive weights count, as weights): ``(item indices, scores)``, unordered, > 0."""
         _, neighbours = self._require()
         items = np.asarray(item_indices, dtype=np.int64).ravel()
         values = np.asarray(weights, dtype=np.float32).ravel()
         if items.shape != values.shape:
             raise ValueError("item_indices and weights differ in length")
-        liked = items[values > 0]
+        liked, strength = items[values > 0], values[values > 0]
         if not len(liked):
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         if liked.min() < 0 or liked.max() >= neighbours.shape[0]:
             raise IndexError("item index out of range")
         history = sp.csr_matrix(
-            (np.ones(len(liked), np.float32), (np.zeros(len(liked), np.int64), liked)),
+            (strength, (np.zeros(len(liked), np.int64), liked)),
             shape=(1, neighbours.shape[0]),
         )
         row = (history @ neighbours).tocsr()

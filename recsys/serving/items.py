@@ -33,7 +33,7 @@ def index_items(state: ServingState, items: pd.DataFrame) -> None:
     known: dict[str, np.ndarray] = {}
     for spec in registry.specs():
         model = state.models.get(spec.name)
-        if model is None:
+        if model is None or not spec.publishes_vectors:
             continue
         if spec.embeds_items:
             embedding = np.asarray(model.embed_items(items), dtype=np.float32)

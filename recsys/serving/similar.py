@@ -9,19 +9,20 @@ from recsys.serving.catalogue import unit
 from recsys.serving.ranking import normalise
 from recsys.serving.state import ServingState
 from recsys.serving.types import FeedItem, SimilarKind, UnknownItem
-from recsys.vectors.base import ItemFilter
+from recsys.vectors.base import Hit, ItemFilter
 
 # Which sources' vectors each kind compares; a blend sums their normalised scores.
 SIMILAR_SOURCES: dict[str, tuple[str, ...]] = {
     "content": ("content",),
     "behavioural": ("behavioural",),
     "blend": ("content", "behavioural"),
+    "item2item": ("item2item",),
 }
 
 
 def check_similar_request(kind: str, limit: int) -> None:
     if kind not in SIMILAR_SOURCES:
-        raise ValueError("kind must be content, behavioural or blend")
+        raise ValueError("kind must be content, behavioural, blend or item2item")
     if not 1 <= limit <= 100:
         raise ValueError("limit must be between 1 and 100")
 
@@ -39,13 +40,16 @@ def similar_items(
     parts: dict[str, dict[str, float]] = {}
     for source in SIMILAR_SOURCES[kind]:
         spec = registry.by_source(source)
-        vector = state.index.get_item_vectors([item_id], spec.vector).get(item_id)
-        if vector is None:
-            continue
-        if spec.distance == "dot":
-            # Neighbours by angle: a long vector (a popular item) is not more similar.
-            vector = unit(np.asarray(vector, dtype=np.float32))
-        hits = state.index.search(spec.vector, vector, limit * 2, exclude)
+        if not spec.publishes_vectors:
+            hits = neighbours(state, spec.name, item_id, limit * 2)
+        else:
+            vector = state.index.get_item_vectors([item_id], spec.vector).get(item_id)
+            if vector is None:
+                continue
+            if spec.distance == "dot":
+                # Neighbours by angle: a long vector (a popular item) is not more similar.
+                vector = unit(np.asarray(vector, dtype=np.float32))
+            hits = state.index.search(spec.vector, vector, limit * 2, exclude)
         scores = np.array([h.score for h in hits])
         values = normalise(scores) if kind == "blend" else scores
         for hit, value in zip(hits, values, strict=True):
@@ -61,3 +65,19 @@ def similar_items(
         )
         for other, breakdown in ranked
     ]
+
+
+def neighbours(state: ServingState, model_name: str, item_id: str, limit: int) -> list[Hit]:
+    """An item-to-item model's neighbours of ``item_id`` that are in circulation."""
+    model = state.models.get(model_name)
+    column = model.items.index_of(item_id) if model is not None else None
+    if model is None or column is None:
+        return []
+    found, weights = model.similar_items(column, limit)
+    catalogue = state.catalogue
+    hits = []
+    for other, weight in zip(model.items.to_external(found), weights, strict=True):
+        row = catalogue.index.get(other)
+        if row is not None and not catalogue.retired[row]:
+            hits.append(Hit(item_id=str(other), score=float(weight), payload={}))
+    return hits

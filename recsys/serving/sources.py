@@ -135,6 +135,60 @@ class ModelSource(CandidateSource):
         return state.index.get_user_vector(request.user_id, self.spec.vector)
 
 
+class NeighbourSource(CandidateSource):
+    """An item-to-item model: the user's live positive history (net signal weight per
+    item) times its neighbour matrix, filtered in memory like the catalogue sources."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        assert spec.source is not None
+        self.spec = spec
+        self.name = spec.source
+
+    def lists(self, request: FeedRequest) -> list[CandidateList]:
+        model = request.state.models.get(self.spec.name)
+        if model is None or not len(request.history) or not self.weighed(request):
+            return []
+        history = request.history
+        columns = model.items.to_internal(history.item_ids.tolist(), strict=False)
+        known = columns >= 0
+        if not known.any():
+            return []
+        # Net weight per item: a like then a dislike of one item is no like.
+        codes, unique = np.unique(columns[known], return_inverse=True)
+        net = np.bincount(unique, weights=history.weights[known], minlength=len(codes))
+        items, scores = model.score_history(codes, net)
+        if not len(items):
+            return []
+        external = np.asarray(model.items.to_external(items), dtype=object)
+        hits = self.top(request, external, scores)
+        return [CandidateList(self.spec.name, self.name, hits=hits)]
+
+    def weighed(self, request: FeedRequest) -> bool:
+        """Whether the blend gives this source any weight (else asking it is wasted)."""
+        warm, cold = self.spec.default_weights
+        config = request.config
+        return bool(
+            config.warm_weights.get(self.name, warm) or config.cold_weights.get(self.name, cold)
+        )
+
+    @staticmethod
+    def top(request: FeedRequest, item_ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
+        catalogue = request.state.catalogue
+        rows = catalogue.rows(item_ids.tolist())
+        keep = rows >= 0
+        keep[keep] &= ~catalogue.retired[rows[keep]]
+        if request.excluded:
+            keep &= ~np.isin(item_ids, list(request.excluded))
+        filters = request.filters
+        if filters is not None and filters.categories:
+            keep[keep] &= np.isin(catalogue.categories[rows[keep]], filters.categories)
+        if filters is not None and filters.tags:
+            wanted = set(filters.tags)
+            keep[keep] &= [bool(wanted & set(catalogue.tags[r])) for r in rows[keep]]
+        order = np.flatnonzero(keep)[np.argsort(-scores[keep], kind="stable")][: request.n]
+        return [Hit(str(item_ids[i]), float(scores[i]), {}) for i in order]
+
+
 class FreshSource(CandidateSource):
     """New items: near the user's content profile, or simply the newest for a cold user."""
 
@@ -209,7 +263,14 @@ def popular_hits(
 
 def default_sources() -> list[CandidateSource]:
     """One source per served model (registry order), then fresh and popular."""
-    return [*(ModelSource(spec) for spec in registry.served()), FreshSource(), PopularSource()]
+    return [
+        *(
+            ModelSource(spec) if spec.publishes_vectors else NeighbourSource(spec)
+            for spec in registry.served()
+        ),
+        FreshSource(),
+        PopularSource(),
+    ]
 
 
 def gather(sources: list[CandidateSource], request: FeedRequest) -> list[CandidateList]:

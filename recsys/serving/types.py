@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-SimilarKind = Literal["content", "behavioural", "blend"]
+SimilarKind = Literal["content", "behavioural", "blend", "item2item"]
 
 
 class InvalidCursor(ValueError):
