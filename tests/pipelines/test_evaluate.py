@@ -27,7 +27,7 @@ def test_movielens_report_has_every_section_and_the_feed_beats_popularity(tmp_pa
 
     document = json.loads((result.report_dir / "metrics.json").read_text())
     models = document["models"]
-    assert set(models) == {"popularity", "als", "hybrid", "content", "feed"}
+    assert set(models) == {"popularity", "als", "hybrid", "content", "item2item", "feed"}
     for entry in models.values():
         for metric in ("precision@10", "recall@10", "ndcg@10", "map@10", "mrr@10", "coverage@10"):
             assert metric in entry["metrics"]
