@@ -11,6 +11,7 @@ Timed, alternating, ``--repeats`` times each:
 
     python benchmarks/bench_item2item.py                 # 20,000 items (the default cap)
     python benchmarks/bench_item2item.py --items 5000    # quicker
+    python benchmarks/bench_item2item.py --quick         # 3,000 items, one repeat
 """
 
 from __future__ import annotations
@@ -76,12 +77,15 @@ def bare_ease(matrix: sp.csr_matrix, regularization: float) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3,000 items, one repeat")
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--users", type=int, default=None, help="default: 5 x items")
     parser.add_argument("--per-user", type=int, default=60, help="interactions per user")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
+    if args.quick:
+        args.items, args.repeats = 3_000, 1
     users = args.users or 5 * args.items
     data = synthetic_log(users, args.items, args.per_user, args.seed)
     config = ItemToItemConfig(max_items=args.items)
