@@ -299,7 +299,10 @@ def users_forget(user_id: str) -> None:
         except ValueError as exc:
             raise _fail(str(exc)) from exc
         except RuntimeError as exc:
-            raise _fail(f"{exc}; nothing was erased") from exc
+            raise _fail(
+                f"{exc}; nothing was erased (with a service running on the embedded index, "
+                "use its DELETE /v1/users/{user_id})"
+            ) from exc
     versions = ", ".join(forgotten.vector_versions) or "none"
     typer.echo(
         f"forgot {user_id}: {forgotten.events} events, "
@@ -331,7 +334,14 @@ def _open_recommender() -> Recommender:
     settings = get_settings()
     recommender = Recommender.open(open_store(settings), settings)
     if recommender.model_version is None:
+        error = recommender.live.index_error
         recommender.close()
+        if error:
+            # Published, but not openable here: an embedded index opens in one process.
+            raise _fail(
+                f"the live model version could not be opened ({error}); with a service "
+                "running on the embedded index, use its HTTP API"
+            )
         raise _fail("no model has been published yet: run `recsys train`")
     return recommender
 

@@ -130,3 +130,48 @@ def test_forget_in_the_cli(
     finally:
         config_module.get_settings.cache_clear()
         world.store.dispose()
+
+
+def test_the_cli_says_so_when_a_service_holds_the_index(
+    trained_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    world = copy_world(trained_template, home)
+    user, item = world.users[1], world.items["item_id"].iloc[1]
+    n_events, _ = stored_rows(world, user)
+    world.recommender.close()
+    # A service in another process: the embedded index opens in one process at a time.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from recsys.config import Settings; from recsys.store import open_store;"
+            "from recsys.serving import Recommender;"
+            f"s = Settings(home={str(home)!r}, _env_file=None);"
+            "r = Recommender.open(open_store(s), s); print(r.model_version, flush=True);"
+            "sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    monkeypatch.setenv("RECSYS_HOME", str(home))
+    monkeypatch.delenv("RECSYS_DATABASE_URL", raising=False)
+    config_module.get_settings.cache_clear()
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip()
+        forget = CliRunner().invoke(cli_app, ["users", "forget", user])
+        assert forget.exit_code == 1
+        assert "nothing was erased" in forget.output and "DELETE /v1/users" in forget.output
+        retire = CliRunner().invoke(cli_app, ["items", "retire", item])
+        assert retire.exit_code == 1 and "use its HTTP API" in retire.output
+        assert stored_rows(world, user)[0] == n_events
+        with world.store.read() as conn:
+            assert load_items(conn, [item])["retired"].tolist() == [False]
+    finally:
+        holder.communicate(timeout=30)
+        config_module.get_settings.cache_clear()
+        world.store.dispose()
