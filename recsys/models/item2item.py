@@ -17,12 +17,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.dataset import IdMap, InteractionData
-from recsys.models.base import ModelNotFittedError, top_k, validate_interactions
+from recsys.models.base import (
+    FORMAT_VERSION,
+    STATE_FILE,
+    ModelNotFittedError,
+    read_state,
+    top_k,
+    validate_interactions,
+)
 from recsys.models.configs import ItemToItemConfig
 
-FORMAT_VERSION = 1
 NEIGHBOURS_FILE = "neighbours.npz"
-STATE_FILE = "model.json"
 # Rows of the weight matrix ranked at once when keeping each item's top neighbours.
 BLOCK_ROWS = 2_048
 
@@ -176,15 +181,16 @@ class ItemToItemModel:
             "config": self.config.model_dump(),
             "items": items.to_json(),
         }
+        # Written last, as every model's: a directory with a model.json is complete.
         (path / STATE_FILE).write_text(json.dumps(state))
         return path
 
     @classmethod
     def load(cls, directory: str | Path) -> ItemToItemModel:
         path = Path(directory)
-        state = json.loads((path / STATE_FILE).read_text())
-        if state.get("format_version") != FORMAT_VERSION or state.get("kind") != cls.kind:
-            raise ValueError(f"{path} does not hold an item-to-item model of this format")
+        state = read_state(path)
+        if state.get("kind") != cls.kind:
+            raise ValueError(f"{path} holds a {state.get('kind')!r} model, not {cls.kind!r}")
         model = cls(ItemToItemConfig(**state["config"]), name=state.get("name"))
         with np.load(path / NEIGHBOURS_FILE, allow_pickle=False) as arrays:
             model.neighbours = sp.csr_matrix(
