@@ -324,7 +324,7 @@ def _run_stages(
             items = load_items(conn)
             newest = float(event_time_range(conn)[1] or 0.0)
         # Retired items' events stay in training unless the settings say otherwise.
-        retired = set(items.loc[items["retired"], ITEM_ID]) if "retired" in items else set()
+        retired = set(items.loc[items["retired"], ITEM_ID])
         dropped = set() if settings.train_on_retired_items else retired
         builder = InteractionBuilder(
             settings.signals, items=items, custom_weights=settings.custom_event_types, now=newest

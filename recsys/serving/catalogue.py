@@ -82,7 +82,7 @@ class Catalogue:
     ) -> list[Hit]:
         """The ``n`` best items by ``score`` that are not excluded and pass the filters."""
         if filters and (filters.categories or filters.tags):
-            mask = self._mask(exclude, filters)
+            mask = self.admissible(np.arange(len(self.ids)), exclude, filters)
             return self._top_masked(score(), n, mask)
         # Without payload filters the top n is a walk down a ranking made once, skipping
         # the excluded rows: a few hundred steps instead of masks over the whole catalogue.
@@ -99,17 +99,25 @@ class Catalogue:
                     break
         return [Hit(item_id=self.ids[r], score=float(values[r]), payload={}) for r in picked]
 
-    def _mask(self, exclude: set[str], filters: FeedFilters) -> np.ndarray:
-        mask = ~self.retired
+    def admissible(
+        self, rows: np.ndarray, exclude: set[str], filters: FeedFilters | None
+    ) -> np.ndarray:
+        """Which of ``rows`` may be proposed: in circulation, not excluded, and passing the
+        filters (any of the categories, any of the tags)."""
+        mask = ~self.retired[rows]
         if exclude:
-            rows = self.rows(exclude)
-            mask[rows[rows >= 0]] = False
-        if filters.categories:
-            mask &= np.isin(self.categories, filters.categories)
-        if filters.tags:
+            excluded = self.rows(exclude)
+            blocked = np.zeros(len(self.ids), dtype=bool)
+            blocked[excluded[excluded >= 0]] = True
+            mask &= ~blocked[rows]
+        if filters and filters.categories:
+            mask &= np.isin(self.categories[rows], filters.categories)
+        if filters and filters.tags:
             wanted = set(filters.tags)
             mask &= np.fromiter(
-                (bool(wanted & set(t)) for t in self.tags), dtype=bool, count=len(self.tags)
+                (bool(wanted & set(self.tags[r])) for r in rows.tolist()),
+                dtype=bool,
+                count=len(rows),
             )
         return mask
 
@@ -170,9 +178,8 @@ def build_catalogue(
         popularity=popularity,
         trending=np.zeros(len(ids)),
         content=unit(content).astype(np.float32),
-        retired=items["retired"].eq(True).to_numpy()
-        if "retired" in items
-        else np.zeros(len(ids), dtype=bool),
+        # Rows only the model knows (added above) have no flag: in circulation.
+        retired=items["retired"].eq(True).to_numpy(),
         model_rows={
             name: model.items.to_internal(ids, strict=False)
             for name, model in fold_in_models.items()

@@ -14,7 +14,7 @@ import numpy as np
 
 from recsys import registry
 from recsys.serving.cursor import item_hash
-from recsys.serving.sources import CandidateList, FeedRequest
+from recsys.serving.sources import CandidateList, FeedRequest, blend_weights
 
 
 @dataclass
@@ -112,13 +112,10 @@ class BlendRanker(Ranker):
 def source_weights(request: FeedRequest, sources: tuple[str, ...]) -> np.ndarray:
     """Blend weights interpolated between cold and warm by the user's history length. A
     source the config does not name takes its model's declared default."""
-    config, warmth = request.config, request.warmth
-    defaults = {spec.source: spec.default_weights for spec in registry.served()}
+    warmth = request.warmth
     weights = []
     for source in sources:
-        warm_default, cold_default = defaults.get(source, (0.0, 0.0))
-        warm = config.warm_weights.get(source, warm_default)
-        cold = config.cold_weights.get(source, cold_default)
+        warm, cold = blend_weights(request.config, source)
         weights.append(warmth * warm + (1 - warmth) * cold)
     return np.array(weights)
 

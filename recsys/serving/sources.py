@@ -165,26 +165,14 @@ class NeighbourSource(CandidateSource):
 
     def weighed(self, request: FeedRequest) -> bool:
         """Whether the blend gives this source any weight (else asking it is wasted)."""
-        warm, cold = self.spec.default_weights
-        config = request.config
-        return bool(
-            config.warm_weights.get(self.name, warm) or config.cold_weights.get(self.name, cold)
-        )
+        return any(blend_weights(request.config, self.name))
 
     @staticmethod
     def top(request: FeedRequest, item_ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
         catalogue = request.state.catalogue
         rows = catalogue.rows(item_ids.tolist())
         keep = rows >= 0
-        keep[keep] &= ~catalogue.retired[rows[keep]]
-        if request.excluded:
-            keep &= ~np.isin(item_ids, list(request.excluded))
-        filters = request.filters
-        if filters is not None and filters.categories:
-            keep[keep] &= np.isin(catalogue.categories[rows[keep]], filters.categories)
-        if filters is not None and filters.tags:
-            wanted = set(filters.tags)
-            keep[keep] &= [bool(wanted & set(catalogue.tags[r])) for r in rows[keep]]
+        keep[keep] = catalogue.admissible(rows[keep], request.excluded, request.filters)
         order = np.flatnonzero(keep)[np.argsort(-scores[keep], kind="stable")][: request.n]
         return [Hit(str(item_ids[i]), float(scores[i]), {}) for i in order]
 
@@ -259,6 +247,13 @@ def popular_hits(
         return catalogue.popularity + 2.0 * catalogue.trending
 
     return catalogue.top("popular", score, n, exclude, filters)
+
+
+def blend_weights(config: FeedConfig, source: str) -> tuple[float, float]:
+    """A source's (warm, cold) blend weights: the feed config's, else its model's default."""
+    spec = next((s for s in registry.served() if s.source == source), None)
+    warm, cold = spec.default_weights if spec is not None else (0.0, 0.0)
+    return config.warm_weights.get(source, warm), config.cold_weights.get(source, cold)
 
 
 def default_sources() -> list[CandidateSource]:
