@@ -181,18 +181,24 @@ def tune_als(
     return {"params": best[1], "validation_ndcg": best[0], "grid": ALS_GRID}
 
 
-def blended_feed_lists(
+def served_feed_lists(
     data: EvaluationData,
     split: Split,
     settings: Settings,
     users: Sequence[str],
     k: int,
     work_dir: Path,
-) -> tuple[dict[str, list[str]], dict[str, float]]:
-    """Lists from the production feed: import train, run the nightly job, call feed()."""
+) -> tuple[dict[str, dict[str, list[str]]], dict[str, float], dict[str, Any]]:
+    """Lists from the production feed: import train, run the nightly job, call feed().
+
+    Rows: ``feed`` (what the service serves: the learned ranker when it passed its gate,
+    else the blend) and, when the ranker serves, ``blend`` (the hand blend over the same
+    version, for comparison). Also returns the nightly run's ranker metrics.
+    """
     from pipelines.ingest import import_frames
     from pipelines.train import train
     from recsys.serving import Recommender
+    from recsys.serving.ranking import BlendRanker, Ranker
     from recsys.store import Store
     from recsys.store.engine import make_engine
 
@@ -207,17 +213,33 @@ def blended_feed_lists(
     import_frames(store, feed_settings, data.items, train_rows)
     timings["import"] = time.perf_counter() - started
     started = time.perf_counter()
-    train(store, feed_settings, force=True)
+    run = train(store, feed_settings, force=True)
     timings["train"] = time.perf_counter() - started
     recommender = Recommender.open(store, feed_settings)
-    started = time.perf_counter()
-    lists = {}
-    for user in tqdm(users, desc="feed", disable=not sys.stderr.isatty()):
-        lists[user] = [item.item_id for item in recommender.feed(user, limit=k).items]
-    timings["feed"] = time.perf_counter() - started
+    rows: dict[str, dict[str, list[str]]] = {}
+    # The temporal protocol's users are asked as of the start of their held-out events
+    # (each user's "now"); the other protocols' test events have no one start.
+    moments: dict[str, float] = (
+        split.test.groupby(USER_ID)[TIMESTAMP].min().to_dict()
+        if split.protocol == "last_fraction_per_user"
+        else {}
+    )
+    state = recommender.require_state()
+    rankers: list[tuple[str, Ranker | None]] = [("feed", None)]
+    if state.ranker is not None:
+        rankers.append(("blend", BlendRanker()))
+    for row, ranker in rankers:
+        recommender.ranker = ranker
+        started = time.perf_counter()
+        lists = {}
+        for user in tqdm(users, desc=row, disable=not sys.stderr.isatty()):
+            page = recommender.feed(user, limit=k, as_of=moments.get(user))
+            lists[user] = [item.item_id for item in page.items]
+        timings[row] = time.perf_counter() - started
+        rows[row] = lists
     recommender.close()
     store.dispose()
-    return lists, timings
+    return rows, timings, dict(run.metrics.get("ranker", {}))
 
 
 def evaluate(
@@ -296,10 +318,15 @@ def evaluate(
 
     with tempfile.TemporaryDirectory(prefix="recsys-eval-") as work:
         if include_feed:
-            say("training and serving the blended feed")
-            lists_by_model["feed"], timings_by_model["feed"] = blended_feed_lists(
+            say("training and serving the feed")
+            served, feed_timings, ranker_metrics = served_feed_lists(
                 data, split, settings, users, k_max, Path(work)
             )
+            for row, lists in served.items():
+                lists_by_model[row] = lists
+                timings_by_model[row] = feed_timings
+            params["ranker"] = ranker_metrics
+            say(f"learned ranker: {ranker_metrics}")
 
     cold = list(split.cold_items) if split.cold_items is not None else None
     for name, lists in lists_by_model.items():

@@ -31,7 +31,10 @@ from recsys.config import Settings
 from recsys.dataset import InteractionData
 from recsys.evaluation.metrics import evaluate_rankings
 from recsys.models.base import EmbeddingModel
+from recsys.models.catalog import catalogue_for
 from recsys.models.popularity import PopularityModel
+from recsys.rank_training import Holdout, train_ranker
+from recsys.serving.activity import ActivityLog
 from recsys.signals import InteractionBuilder, newest_per_user
 from recsys.store import Store, runs
 from recsys.store.catalog import catalogue_updated_through, load_items
@@ -112,17 +115,6 @@ def new_version() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-def catalogue_for(interactions: InteractionData, items: pd.DataFrame) -> pd.DataFrame:
-    """The catalogue in id-map order, with bare rows for items seen only in events."""
-    frame = items.set_index(ITEM_ID).reindex(interactions.items.external_ids)
-    frame["title"] = frame["title"].fillna("")
-    frame["text"] = frame["text"].fillna("")
-    frame["tags"] = [t if isinstance(t, list) else [] for t in frame["tags"]]
-    category = frame["category"].astype(object)
-    frame["category"] = category.where(category.notna(), None)
-    return frame.rename_axis(ITEM_ID).reset_index()
-
-
 def positives_frame(data: InteractionData) -> pd.DataFrame:
     coo = data.matrix.tocoo()
     keep = coo.data > 0
@@ -137,21 +129,22 @@ def positives_frame(data: InteractionData) -> pd.DataFrame:
 
 def gate_metrics(
     builder: InteractionBuilder, settings: Settings, seed: int = 0
-) -> tuple[dict[str, Any], EmbeddingModel[Any] | None]:
+) -> tuple[dict[str, Any], EmbeddingModel[Any] | None, Holdout | None]:
     """NDCG@10 of the gated model (ALS) and of popularity on each user's newest events,
     trained on the rest.
 
     The holdout is per user (each user's newest ``gate_holdout_fraction`` of events), so
     the gate measures what the feed does: predict a user's next items from their past.
     Also returns the gated model fitted on the rest (same id maps as ``builder.build()``),
-    which the full fit continues from; None when the gate was skipped.
+    which the full fit continues from, and the split itself (the learned ranker's labels);
+    None when the gate was skipped.
     """
     rows, cols, vals, times = builder.triples()
     if len(rows) < 100:
-        return {"skipped": "too few events for a holdout"}, None
+        return {"skipped": "too few events for a holdout"}, None, None
     held = newest_per_user(rows, times, settings.gate_holdout_fraction)
     if not held.any() or held.all():
-        return {"skipped": "no user has enough events for a holdout"}, None
+        return {"skipped": "no user has enough events for a holdout"}, None, None
     train = builder.build(keep=~held)
     test = (
         pd.DataFrame({"row": rows[held], "col": cols[held], WEIGHT: vals[held]})
@@ -161,13 +154,13 @@ def gate_metrics(
     test = test[test[WEIGHT] > 0]
     if test.empty:
         # Every held-out event is negative (say, everyone's latest event is a skip).
-        return {"skipped": "the holdout has no new positive interaction"}, None
+        return {"skipped": "the holdout has no new positive interaction"}, None, None
     # A pair already in train cannot be recommended again, so it cannot count as a hit.
     in_train = np.asarray(train.matrix[test["row"].to_numpy(), test["col"].to_numpy()]).ravel() != 0
     test = test[~in_train]
     user_rows = test["row"].unique()
     if len(user_rows) == 0:
-        return {"skipped": "the holdout has no new positive interaction"}, None
+        return {"skipped": "the holdout has no new positive interaction"}, None, None
     if len(user_rows) > GATE_MAX_USERS:
         user_rows = np.random.default_rng(seed).choice(user_rows, GATE_MAX_USERS, replace=False)
         test = test[test["row"].isin(user_rows)]
@@ -195,7 +188,7 @@ def gate_metrics(
             "ndcg@10": report["metrics"][f"ndcg@{GATE_K}"],
             "n_users": report["n_users"],
         }
-    return results, model
+    return results, model, Holdout(rows, cols, vals, times, held, train)
 
 
 def check_gate(
@@ -253,7 +246,7 @@ def _train_locked(store: Store, settings: Settings, *, force: bool) -> TrainResu
                 "(`recsys import events PATH`, `recsys import movielens DIR` or `recsys demo`)"
             )
     vectors = open_vector_store(settings)
-    stages = Stages(["read", "gate", *registry.names(), "save", "publish", "cleanup"])
+    stages = Stages(["read", "gate", "ranker", *registry.names(), "save", "publish", "cleanup"])
     params: dict[str, Any] = {
         "signals": settings.signals.model_dump(),
         "custom_event_types": settings.custom_event_types,
@@ -263,6 +256,7 @@ def _train_locked(store: Store, settings: Settings, *, force: bool) -> TrainResu
             if spec.config
         },
         "gate_holdout_fraction": settings.gate_holdout_fraction,
+        "ranker": settings.ranker.model_dump(),
     }
     with store.read() as conn:
         live = vectors.live_version()
@@ -353,8 +347,13 @@ def _run_stages(
             )
 
     with stages.stage("gate"):
-        gate, gate_model = gate_metrics(builder, settings)
-        del builder
+        gate, gate_model, holdout = gate_metrics(builder, settings)
+        reference_dwell = builder.reference_dwell
+        # Positive events per item and time: the served ranker's item activity features.
+        rows_, cols_, vals_, times_ = builder.triples()
+        positive = vals_ > 0
+        activity = ActivityLog(cols_[positive], times_[positive], len(data.items))
+        del builder, rows_, cols_, vals_, times_, positive
         result.metrics["gate"] = gate
         reason = check_gate(gate, live_run.metrics if live_run else None, settings.gate_margin)
         if reason and not force:
@@ -363,6 +362,18 @@ def _run_stages(
         if reason:
             log.warning("quality gate would refuse (%s); publishing because of --force", reason)
             result.metrics["gate_overridden"] = reason
+
+    with stages.stage("ranker"):
+        ranker = None
+        if holdout is not None and gate_model is not None:
+            fitted = {registry.gated().name: gate_model}
+            ranker, result.metrics["ranker"] = train_ranker(
+                store, settings, holdout, items, reference_dwell, fitted
+            )
+        else:
+            result.metrics["ranker"] = {"status": "skipped", "reason": "no holdout"}
+        del holdout
+        log.info("ranker: %s", result.metrics["ranker"])
 
     catalogue = catalogue_for(data, items)
     models: dict[str, EmbeddingModel[Any]] = {}
@@ -387,46 +398,19 @@ def _run_stages(
             data_stats=result.data_stats,
             catalogue_through=catalogue_through,
         )
-        final = release.write_version(settings.artifacts_dir, manifest, data, popularity, models)
+        final = release.write_version(
+            settings.artifacts_dir,
+            manifest,
+            data,
+            popularity,
+            models,
+            activity=activity,
+            ranker=ranker,
+        )
         result.data_stats["artifacts"] = str(final)
 
     with stages.stage("publish"):
-        # (user factors, item factors) per model's named vector.
-        factors = {
-            registry.get(name).vector: m.factors()
-            for name, m in models.items()
-            if registry.get(name).publishes_vectors
-        }
-        build = vectors.begin(version, {n: int(f[1].shape[1]) for n, f in factors.items()})
-        try:
-            # Retired items are trained on (see above) but never published.
-            published = ~catalogue["retired"].eq(True).to_numpy()
-            item_ids = [i for i, keep in zip(data.items.to_json(), published, strict=True) if keep]
-            assert popularity.scores is not None
-            payloads = [
-                {
-                    "item_id": item_id,
-                    "category": category,
-                    "tags": tags,
-                    # Unknown creation times (NaN) are absent, not a number.
-                    "created_at": created if created == created else None,
-                    "popularity": float(p),
-                }
-                for item_id, category, tags, created, p in zip(
-                    item_ids,
-                    catalogue["category"][published].tolist(),
-                    catalogue["tags"][published].tolist(),
-                    catalogue["created_at"][published].tolist(),
-                    popularity.scores[published],
-                    strict=True,
-                )
-            ]
-            build.upsert_items(item_ids, {n: f[1][published] for n, f in factors.items()}, payloads)
-            build.upsert_users(data.users.to_json(), {n: f[0] for n, f in factors.items()})
-            build.commit()
-        except BaseException:
-            build.abort()
-            raise
+        release.publish_vectors(vectors, version, data, catalogue, models, popularity)
         vectors.activate(version)
         result.published = True
         result.status = runs.PUBLISHED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -118,6 +118,35 @@ class FeedConfig(BaseModel):
     # its spin-waiting after every product cost a whole core (CPU per page 39.7 ms against
     # 21.0 ms at one thread, the same wall time, 5k users x 10k items on 2 cores).
     blas_threads: int = Field(default=1, ge=0)
+    # Which ranker orders the candidates: "auto" is the version's learned ranker when it
+    # passed its gate (``recsys models list`` says), else the hand blend above; "blend"
+    # always the blend.
+    ranker: Literal["auto", "blend"] = "auto"
+
+
+class RankerConfig(BaseModel):
+    """The learned ranker trained by ``recsys train`` (see ``recsys.rank_training``)."""
+
+    enabled: bool = True
+    # Users whose held-back events label the training lists (sampled when there are more).
+    # The feature pass costs about a served page per user.
+    max_users: int = Field(default=3000, ge=10)
+    # Too few users to learn from: the blend serves.
+    min_users: int = Field(default=50, ge=2)
+    # Candidates that did not turn out relevant kept per user (sampled).
+    negatives_per_user: int = Field(default=40, ge=1)
+    # The share of users held back to compare the ranker with the blend (the gate).
+    holdback_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
+    # The ranker serves only when its NDCG@10 on the held-back users beats the blend's
+    # by this fraction.
+    margin: float = Field(default=0.02, ge=0.0)
+    # Trees are chosen by cross-validation over users, up to this many.
+    max_trees: int = Field(default=300, ge=1)
+    folds: int = Field(default=5, ge=2)
+    learning_rate: float = Field(default=0.05, gt=0.0)
+    num_leaves: int = Field(default=31, ge=2)
+    min_data_in_leaf: int = Field(default=50, ge=1)
+    seed: int = 0
 
 
 class Settings(BaseSettings):
@@ -151,6 +180,7 @@ class Settings(BaseSettings):
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
     content: ContentConfig = Field(default_factory=ContentConfig)
     item2item: ItemToItemConfig = Field(default_factory=ItemToItemConfig)
+    ranker: RankerConfig = Field(default_factory=RankerConfig)
     feed: FeedConfig = Field(default_factory=FeedConfig)
     # "key:scope,key:scope" where scope is read or write (write implies read).
     api_keys: str = ""

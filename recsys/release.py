@@ -6,6 +6,10 @@ and its vectors in the vector store. The artifacts directory holds::
     manifest.json       format, version, data time, models, data stats, catalogue_through
     interactions/       the id maps and matrix the models were fitted on
     popularity.npy      the popularity model, aligned with the item id map
+    activity.npz        every positive event's (item, time): the learned ranker's item
+                        activity features
+    ranker/             the learned ranker (LightGBM text model + JSON), when it passed its
+                        gate
     <model>/            one directory per registered model (``recsys.registry``)
 
 It is built as ``<version>.partial`` and renamed when complete, so a killed run leaves
@@ -25,9 +29,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from recsys import registry
 from recsys.dataset import InteractionData
 from recsys.models.popularity import PopularityModel
+from recsys.serving.activity import ActivityLog
 from recsys.store import Store
 from recsys.store.runs import mark_published
 from recsys.vectors.versions import VectorStore, check_version
@@ -35,6 +42,8 @@ from recsys.vectors.versions import VectorStore, check_version
 ARTIFACT_FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 INTERACTIONS_DIR = "interactions"
+ACTIVITY_FILE = "activity.npz"
+RANKER_DIR = "ranker"
 PARTIAL_SUFFIX = ".partial"
 NO_SUCH_VERSION = "no complete model version by this name (see `recsys models list`)"
 
@@ -103,12 +112,21 @@ def load_popularity(artifacts_dir: Path, version: str) -> PopularityModel | None
     return PopularityModel.load(version_dir(artifacts_dir, version))
 
 
+def load_activity(artifacts_dir: Path, version: str) -> ActivityLog:
+    """The positive events per item over time (empty in versions older than the file)."""
+    path = version_dir(artifacts_dir, version) / ACTIVITY_FILE
+    return ActivityLog.load(path) if path.is_file() else ActivityLog.empty()
+
+
 def write_version(
     artifacts_dir: Path,
     manifest: Manifest,
     data: InteractionData,
     popularity: PopularityModel,
     models: dict[str, Any],
+    *,
+    activity: ActivityLog | None = None,
+    ranker: Any | None = None,
 ) -> Path:
     """Save a version's artifacts off to the side, then rename them into place."""
     final = version_dir(artifacts_dir, manifest.version)
@@ -119,10 +137,62 @@ def write_version(
     popularity.save(partial)
     for name, model in models.items():
         model.save(partial / name)
+    if activity is not None:
+        activity.save(partial / ACTIVITY_FILE)
+    if ranker is not None:
+        ranker.save(partial / RANKER_DIR)
     # Written last: a directory with a manifest is a complete version.
     (partial / MANIFEST_FILE).write_text(json.dumps(asdict(manifest)))
     os.replace(partial, final)
     return final
+
+
+def publish_vectors(
+    vectors: VectorStore,
+    version: str,
+    data: InteractionData,
+    catalogue: pd.DataFrame,
+    models: dict[str, Any],
+    popularity: PopularityModel,
+) -> None:
+    """Build ``version``'s vectors off to the side (every model that publishes vectors;
+    item payloads for the index's filters) and commit them; not made live here."""
+    # (user factors, item factors) per model's named vector.
+    factors = {
+        registry.get(name).vector: m.factors()
+        for name, m in models.items()
+        if registry.get(name).publishes_vectors
+    }
+    build = vectors.begin(version, {n: int(f[1].shape[1]) for n, f in factors.items()})
+    try:
+        # Retired items are trained on but never published.
+        published = ~catalogue["retired"].eq(True).to_numpy()
+        item_ids = [i for i, keep in zip(data.items.to_json(), published, strict=True) if keep]
+        assert popularity.scores is not None
+        payloads = [
+            {
+                "item_id": item_id,
+                "category": category,
+                "tags": tags,
+                # Unknown creation times (NaN) are absent, not a number.
+                "created_at": created if created == created else None,
+                "popularity": float(p),
+            }
+            for item_id, category, tags, created, p in zip(
+                item_ids,
+                catalogue["category"][published].tolist(),
+                catalogue["tags"][published].tolist(),
+                catalogue["created_at"][published].tolist(),
+                popularity.scores[published],
+                strict=True,
+            )
+        ]
+        build.upsert_items(item_ids, {n: f[1][published] for n, f in factors.items()}, payloads)
+        build.upsert_users(data.users.to_json(), {n: f[0] for n, f in factors.items()})
+        build.commit()
+    except BaseException:
+        build.abort()
+        raise
 
 
 def cleanup_artifacts(artifacts_dir: Path, keep: set[str]) -> list[str]:
@@ -168,8 +238,10 @@ __all__ = [
     "activate",
     "cleanup_artifacts",
     "has_artifacts",
+    "load_activity",
     "load_models",
     "load_popularity",
+    "publish_vectors",
     "read_manifest",
     "version_dir",
     "write_version",

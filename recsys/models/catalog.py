@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys.columns import ITEM_ID
+from recsys.dataset import InteractionData
+
 # Words of two or more letters: numbers and one-letter fragments carry no topic.
 TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
 
@@ -86,3 +89,14 @@ def item_documents(items_df: pd.DataFrame) -> list[str]:
             parts.append(", ".join(item_tags))
         documents.append(". ".join(parts))
     return documents
+
+
+def catalogue_for(interactions: InteractionData, items: pd.DataFrame) -> pd.DataFrame:
+    """The catalogue in id-map order, with bare rows for items seen only in events."""
+    frame = items.set_index(ITEM_ID).reindex(interactions.items.external_ids)
+    frame["title"] = frame["title"].fillna("")
+    frame["text"] = frame["text"].fillna("")
+    frame["tags"] = [t if isinstance(t, list) else [] for t in frame["tags"]]
+    category = frame["category"].astype(object)
+    frame["category"] = category.where(category.notna(), None)
+    return frame.rename_axis(ITEM_ID).reset_index()

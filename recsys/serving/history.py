@@ -63,9 +63,12 @@ class History:
         return items[net > 0].tolist(), items[net < 0].tolist()
 
 
-def read_user_events(store: Store, user_id: str, limit: int) -> dict[str, np.ndarray]:
+def read_user_events(
+    store: Store, user_id: str, limit: int, until: float | None = None
+) -> dict[str, np.ndarray]:
+    """The user's ``limit`` newest events (before ``until``: the user as of that moment)."""
     with store.read() as conn:
-        return user_event_columns(conn, user_id, limit=limit, columns=HISTORY_COLUMNS)
+        return user_event_columns(conn, user_id, limit=limit, columns=HISTORY_COLUMNS, until=until)
 
 
 def user_history(
@@ -75,10 +78,12 @@ def user_history(
     reference_dwell: float,
     user_id: str,
     limit: int,
+    until: float | None = None,
 ) -> History:
-    """The ``limit`` most recent events with their signal weights and catalogue rows,
-    newest first."""
-    events = read_user_events(store, user_id, limit)
+    """The ``limit`` most recent events (before ``until``) with their signal weights and
+    catalogue rows, newest first. Training reads users as of a past moment this way, so
+    its features come from the same code as a served page's."""
+    events = read_user_events(store, user_id, limit, until)
     if not len(events[ITEM_ID]):
         return History.of(events)
     rows = catalogue.rows(events[ITEM_ID])
@@ -94,7 +99,12 @@ def user_history(
 
 
 def consumed(
-    store: Store, user_id: str, history: History, history_events: int, seen_view_seconds: float
+    store: Store,
+    user_id: str,
+    history: History,
+    history_events: int,
+    seen_view_seconds: float,
+    until: float | None = None,
 ) -> list[str]:
     """Items that never come back: everything touched except bounced views.
 
@@ -103,7 +113,7 @@ def consumed(
     """
     if len(history) >= history_events:
         with store.read() as conn:
-            return consumed_items(conn, user_id, min_view_seconds=seen_view_seconds)
+            return consumed_items(conn, user_id, min_view_seconds=seen_view_seconds, until=until)
     if not len(history):
         return []
     bounced = (history.types == "view") & (history.dwell < seen_view_seconds)

@@ -12,6 +12,7 @@ import numpy as np
 from recsys import registry
 from recsys.config import FeedConfig
 from recsys.serving.catalogue import Catalogue
+from recsys.serving.features import TASTE_FAMILY
 from recsys.serving.history import History
 from recsys.serving.ranking import Ranked, normalise
 from recsys.serving.sources import FeedRequest
@@ -77,18 +78,18 @@ def diversify(
 
 def reason(
     catalogue: Catalogue,
-    sources: list[str],
+    lead: str,
     row: int,
     vector: np.ndarray,
     positive_rows: np.ndarray,
 ) -> str:
-    """Why an item is on the page, from its strongest source."""
-    top = sources[0] if sources else registry.POPULAR_SOURCE
-    if top in registry.model_sources() and len(positive_rows):
+    """Why an item is on the page, from the source (or feature family) that put it there."""
+    liked_it = lead in registry.model_sources() or lead == TASTE_FAMILY
+    if liked_it and len(positive_rows):
         anchor = int(positive_rows[int(np.argmax(catalogue.content[positive_rows] @ vector))])
         title = catalogue.titles[anchor] or catalogue.ids[anchor]
         return f"because you liked {title}"
-    if top == registry.FRESH_SOURCE and row >= 0:
+    if lead == registry.FRESH_SOURCE and row >= 0:
         tags = catalogue.tags[row]
         label = tags[0] if tags else (catalogue.categories[row] or "your feed")
         return f"new in {label}"
@@ -114,12 +115,15 @@ def build_page(request: FeedRequest, ranked: Ranked, limit: int) -> list[FeedIte
     )
     positive_rows = request.positive_rows[:50]
     page = []
-    for position in chosen:
-        breakdown = {
-            ranked.sources[j]: float(ranked.parts[position, j])
-            for j in np.flatnonzero(ranked.present[position])
-        }
-        sources = sorted(breakdown, key=lambda s: -breakdown[s])
+    proposed_by = np.asarray(ranked.sources, dtype=object)
+    for position, breakdown in zip(chosen, ranked.breakdowns(chosen), strict=True):
+        proposing = proposed_by[ranked.present[position]].tolist()
+        sources = sorted(proposing, key=lambda s: -breakdown.get(s, 0.0))
+        # The reason follows the largest part, a feature family included (the learned
+        # ranker's "taste" reads as "because you liked").
+        lead = max(breakdown, key=lambda s: breakdown[s]) if breakdown else None
+        if lead is None or (lead not in proposing and lead != TASTE_FAMILY):
+            lead = sources[0] if sources else registry.POPULAR_SOURCE
         if penalty is not None and penalty[position] > 1e-6:
             breakdown["fatigue"] = -float(penalty[position])
         page.append(
@@ -127,7 +131,7 @@ def build_page(request: FeedRequest, ranked: Ranked, limit: int) -> list[FeedIte
                 item_id=ranked.ids[position],
                 score=round(float(scores[position]), 6),
                 sources=sources,
-                reason=reason(catalogue, sources, rows[position], vectors[position], positive_rows),
+                reason=reason(catalogue, lead, rows[position], vectors[position], positive_rows),
                 breakdown={k: round(v, 6) for k, v in breakdown.items()},
             )
         )

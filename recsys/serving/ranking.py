@@ -8,6 +8,7 @@ items too new for behaviour to vouch for.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,18 @@ class Ranked:
     parts: np.ndarray
     present: np.ndarray
     sources: tuple[str, ...]
+    # The score's parts by family for the given positions, when they are not ``parts``
+    # (the learned ranker computes them for the page's picks only).
+    explain: Callable[[list[int]], list[dict[str, float]]] | None = None
+
+    def breakdowns(self, positions: list[int]) -> list[dict[str, float]]:
+        """What each source (or feature family) adds to the score of each position."""
+        if self.explain is not None:
+            return self.explain(positions)
+        return [
+            {self.sources[j]: float(self.parts[p, j]) for j in np.flatnonzero(self.present[p])}
+            for p in positions
+        ]
 
 
 class Ranker(ABC):

@@ -4,7 +4,8 @@
 2. gather candidates from every source (each registered model's vectors, fresh items,
    popularity), with consumed items, request filters and the page history pushed down
    into one batch of vector-index queries;
-3. rank them (the adaptive blend of ``ranking.BlendRanker``);
+3. rank them: the version's learned ranker (``learned.LearnedRanker``) when it has one,
+   else the adaptive blend (``ranking.BlendRanker``);
 4. demote items close to recent skips, pick the page with MMR and a per-category cap, and
    explain each pick (``page``).
 
@@ -25,11 +26,18 @@ from recsys.serving.cursor import decode_cursor, next_cursor, request_key
 from recsys.serving.degraded import degraded_feed
 from recsys.serving.history import History, consumed, user_history
 from recsys.serving.items import index_items
+from recsys.serving.learned import LearnedRanker
 from recsys.serving.live import LiveVersion
 from recsys.serving.page import build_page
 from recsys.serving.ranking import BlendRanker, Ranker
 from recsys.serving.similar import check_similar_request, similar_items
-from recsys.serving.sources import CandidateSource, FeedRequest, default_sources, gather
+from recsys.serving.sources import (
+    CandidateSource,
+    FeedRequest,
+    default_sources,
+    feed_request,
+    gather,
+)
 from recsys.serving.state import ServingState
 from recsys.serving.types import (
     FeedFilters,
@@ -43,7 +51,6 @@ from recsys.store import Store
 from recsys.store.catalog import known_items, load_items, retire_items, upsert_items
 from recsys.store.events import InsertResult, insert_events
 from recsys.vectors import VectorStore, open_vector_store
-from recsys.vectors.base import ItemFilter
 
 log = logging.getLogger("recsys.feed")
 
@@ -66,7 +73,9 @@ class Recommender:
         self.vectors = vectors
         self.live = LiveVersion(store, settings, vectors)
         self.sources = sources
-        self.ranker = ranker or BlendRanker()
+        # None: the version's learned ranker where it has one, else the blend.
+        self.ranker = ranker
+        self._learned, self._blend = LearnedRanker(), BlendRanker()
         if self.config.blas_threads:
             # Process-wide by nature (BLAS pools are global); training sets its own.
             threadpool_limits(self.config.blas_threads, user_api="blas")
@@ -124,8 +133,8 @@ class Recommender:
 
     # --- reads -----------------------------------------------------------------------------
 
-    def history(self, state: ServingState, user_id: str) -> History:
-        """The user's recent events, weighed, newest first."""
+    def history(self, state: ServingState, user_id: str, until: float | None = None) -> History:
+        """The user's recent events (before ``until``), weighed, newest first."""
         return user_history(
             self.store,
             self.settings,
@@ -133,6 +142,7 @@ class Recommender:
             state.reference_dwell,
             user_id,
             self.config.history_events,
+            until=until,
         )
 
     def consumed(self, user_id: str, history: History) -> list[str]:
@@ -148,7 +158,11 @@ class Recommender:
         limit: int = 20,
         cursor: str | None = None,
         filters: FeedFilters | None = None,
+        as_of: float | None = None,
     ) -> FeedPage:
+        """A page of the user's feed. ``as_of`` replays the user as of a past moment: their
+        events before it, item activity counted up to it (offline evaluation asks each user
+        as of the start of their held-out events, as a live service would be asked then)."""
         if not 1 <= limit <= 100:
             raise ValueError("limit must be between 1 and 100")
         if not isinstance(user_id, str) or not user_id:
@@ -159,9 +173,9 @@ class Recommender:
             state = self.require_state()
         except NoModel:
             return self.degraded_feed(user_id, limit, served, page, filters)
-        history = self.history(state, user_id)
+        history = self.history(state, user_id, until=as_of)
         try:
-            request = self.request(state, user_id, history, limit, served, filters)
+            request = self.request(state, user_id, history, limit, served, filters, as_of)
             items = self.rank(request, served, limit)
         except Exception as exc:
             if _is_store_error(exc):
@@ -180,7 +194,7 @@ class Recommender:
     def rank(self, request: FeedRequest, served: set[bytes], limit: int) -> list[FeedItem]:
         """One page for a request: candidates, ranking, the page."""
         lists = gather(self.sources or default_sources(), request)
-        ranked = self.ranker.rank(request, lists, served)
+        ranked = self.ranker_for(request.state).rank(request, lists, served)
         return build_page(request, ranked, limit) if ranked is not None else []
 
     def request(
@@ -191,43 +205,30 @@ class Recommender:
         limit: int,
         served: set[bytes],
         filters: FeedFilters | None,
+        as_of: float | None = None,
     ) -> FeedRequest:
-        """What the sources and the ranker read about one page: the user's likes, what to
-        exclude, how many candidates to ask for."""
-        config = self.config
-        catalogue = state.catalogue
-        exclude = list(
-            dict.fromkeys(
-                [
-                    *self.consumed(user_id, history),
-                    *((filters.exclude_ids or []) if filters else []),
-                ]
-            )
+        """What the sources and the ranker read about one page."""
+        return feed_request(
+            self.store,
+            self.settings,
+            state,
+            user_id,
+            history,
+            limit,
+            served,
+            filters,
+            until=as_of,
+            every_source=isinstance(self.ranker_for(state), LearnedRanker),
         )
-        positives, negatives = history.liked_and_disliked()
-        # Likes of items the catalogue does not hold cannot steer anything: a user with only
-        # those is cold.
-        positives = [item for item in positives if item in catalogue.index]
-        return FeedRequest(
-            state=state,
-            settings=self.settings,
-            config=config,
-            user_id=user_id,
-            history=history,
-            # Served items are known only by hash: fetch enough extra candidates to cover
-            # them, and never fewer than a page, or a filtered page of 100 comes back short.
-            n=max(config.candidates_per_source, limit) + len(served),
-            item_filter=ItemFilter(
-                categories=(filters.categories or None) if filters else None,
-                tags=(filters.tags or None) if filters else None,
-                exclude_ids=exclude or None,
-            ),
-            filters=filters,
-            excluded=set(exclude),
-            positives=positives,
-            negatives=negatives,
-            positive_rows=catalogue.rows(positives),
-        )
+
+    def ranker_for(self, state: ServingState) -> Ranker:
+        """The ranker given to this recommender, else the version's learned ranker when it
+        has one and the settings allow it, else the hand blend."""
+        if self.ranker is not None:
+            return self.ranker
+        if state.ranker is not None and self.config.ranker == "auto":
+            return self._learned
+        return self._blend
 
     def degraded_feed(
         self,

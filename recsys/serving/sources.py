@@ -18,9 +18,10 @@ from recsys import registry
 from recsys.config import FeedConfig, Settings
 from recsys.registry import ModelSpec
 from recsys.serving.catalogue import Catalogue
-from recsys.serving.history import History
+from recsys.serving.history import History, consumed
 from recsys.serving.state import ServingState
 from recsys.serving.types import FeedFilters
+from recsys.store import Store
 from recsys.vectors.base import BatchQuery, Hit, ItemFilter, LikeExamples, Nearest
 
 POSITIVE_EXAMPLES = 10
@@ -51,11 +52,84 @@ class FeedRequest:
     positives: list[str]
     negatives: list[str]
     positive_rows: np.ndarray
+    # The moment the ranker's features describe: the version's newest event when serving
+    # (its item activity is counted up to then), the start of the user's held-back events
+    # when the nightly job trains the ranker.
+    moment: float = 0.0
+    # A replay of the user as of a past moment (None: now).
+    as_of: float | None = None
+    # Ask every source, also those the hand blend gives no weight (the learned ranker
+    # weighs them itself).
+    every_source: bool = False
+    # The user's folded-in vector per model, as the model sources computed it.
+    user_vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def warmth(self) -> float:
         """0 for a user without history, 1 from ``warm_after_events`` events on."""
         return min(1.0, len(self.history) / max(self.config.warm_after_events, 1))
+
+
+def feed_request(
+    store: Store,
+    settings: Settings,
+    state: ServingState,
+    user_id: str,
+    history: History,
+    limit: int,
+    served: set[bytes],
+    filters: FeedFilters | None,
+    *,
+    until: float | None = None,
+    every_source: bool = False,
+) -> FeedRequest:
+    """What the sources and the ranker read about one page: the user's likes, what to
+    exclude, how many candidates to ask for. ``until`` describes the user as of a past
+    moment (``history`` must have been read up to it too): the ranker's training."""
+    config = settings.feed
+    catalogue = state.catalogue
+    exclude = list(
+        dict.fromkeys(
+            [
+                *consumed(
+                    store,
+                    user_id,
+                    history,
+                    config.history_events,
+                    config.seen_view_seconds,
+                    until=until,
+                ),
+                *((filters.exclude_ids or []) if filters else []),
+            ]
+        )
+    )
+    positives, negatives = history.liked_and_disliked()
+    # Likes of items the catalogue does not hold cannot steer anything: a user with only
+    # those is cold.
+    positives = [item for item in positives if item in catalogue.index]
+    return FeedRequest(
+        state=state,
+        settings=settings,
+        config=config,
+        user_id=user_id,
+        history=history,
+        # Served items are known only by hash: fetch enough extra candidates to cover
+        # them, and never fewer than a page, or a filtered page of 100 comes back short.
+        n=max(config.candidates_per_source, limit) + len(served),
+        item_filter=ItemFilter(
+            categories=(filters.categories or None) if filters else None,
+            tags=(filters.tags or None) if filters else None,
+            exclude_ids=exclude or None,
+        ),
+        filters=filters,
+        excluded=set(exclude),
+        positives=positives,
+        negatives=negatives,
+        positive_rows=catalogue.rows(positives),
+        moment=state.trained_at if until is None else until,
+        as_of=until,
+        every_source=every_source,
+    )
 
 
 @dataclass
@@ -105,6 +179,7 @@ class ModelSource(CandidateSource):
         lists = []
         vector = self.user_vector(request)
         if vector is not None:
+            request.user_vectors[spec.name] = vector
             lists.append(
                 CandidateList(
                     self.name, self.name, query=Nearest(spec.vector, vector, n, item_filter)
@@ -146,7 +221,9 @@ class NeighbourSource(CandidateSource):
 
     def lists(self, request: FeedRequest) -> list[CandidateList]:
         model = request.state.models.get(self.spec.name)
-        if model is None or not len(request.history) or not self.weighed(request):
+        if model is None or not len(request.history):
+            return []
+        if not request.every_source and not self.weighed(request):
             return []
         history = request.history
         columns = model.items.to_internal(history.item_ids.tolist(), strict=False)
@@ -183,8 +260,9 @@ class FreshSource(CandidateSource):
     name = registry.FRESH_SOURCE
 
     def lists(self, request: FeedRequest) -> list[CandidateList]:
-        # An item dated in the future is not new before its date.
-        now = time.time()
+        # An item dated in the future is not new before its date; a replay's "now" is the
+        # moment it replays.
+        now = time.time() if request.as_of is None else request.as_of
         if not len(request.positive_rows):
             catalogue = request.state.catalogue
 
@@ -209,7 +287,7 @@ class FreshSource(CandidateSource):
             categories=item_filter.categories,
             tags=item_filter.tags,
             exclude_ids=item_filter.exclude_ids,
-            created_after=request.state.trained_at - FRESH_DAYS * 86_400,
+            created_after=request.moment - FRESH_DAYS * 86_400,
             created_until=now,
         )
         query = Nearest(registry.CONTENT_MODEL, vector, request.n, fresh_filter)

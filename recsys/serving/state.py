@@ -8,8 +8,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from recsys import registry, release
 from recsys.config import Settings
+from recsys.models.ranker import RankerModel
+from recsys.serving.activity import ActivityByRow, ActivityLog, ItemActivity
 from recsys.serving.catalogue import Catalogue, build_catalogue, trending_scores
 from recsys.store import Store
 from recsys.store.activity import recent_activity
@@ -37,6 +41,12 @@ class ServingState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # When another version replaced this one (None while it serves).
     retired_at: float | None = None
+    # The learned ranker's model, when one passed its gate (None: the hand blend ranks).
+    ranker: RankerModel | None = None
+    # Per-item activity as of ``trained_at`` (the learned ranker's item features).
+    activity: ItemActivity = field(
+        default_factory=lambda: ActivityByRow(ActivityLog.empty(), np.zeros(0, np.int64))
+    )
 
     def fold_in_models(self) -> dict[str, Any]:
         return fold_in_models(self.models)
@@ -71,6 +81,14 @@ def load_state(
         with store.read() as conn:
             newest, item_ids, timestamps = recent_activity(conn, TRENDING_DAYS)
         catalogue.trending = trending_scores(catalogue, newest, item_ids, timestamps)
+        activity = ActivityByRow(
+            release.load_activity(settings.artifacts_dir, version),
+            models[registry.CONTENT_MODEL].items.to_internal(catalogue.ids, strict=False),
+            manifest.trained_at,
+        )
+        ranker = RankerModel.load(
+            release.version_dir(settings.artifacts_dir, version) / release.RANKER_DIR
+        )
     except BaseException:
         index.close()
         raise
@@ -82,4 +100,6 @@ def load_state(
         catalogue=catalogue,
         reference_dwell=manifest.reference_dwell,
         catalogue_through=manifest.catalogue_through,
+        ranker=ranker,
+        activity=activity,
     )

@@ -350,13 +350,14 @@ HISTORY_COLUMNS = (ITEM_ID, TYPE, TIMESTAMP, DWELL, VALUE)
 
 
 @functools.lru_cache(maxsize=8)
-def _user_events_sql(columns: tuple[str, ...], placeholder: str) -> str:
+def _user_events_sql(columns: tuple[str, ...], placeholder: str, bounded: bool) -> str:
     unknown = set(columns) - set(_READ_COLUMNS)
     if unknown:
         raise ValueError(f"not event columns: {sorted(unknown)}")
+    before = f" AND timestamp < {placeholder}" if bounded else ""
     return (
         f"SELECT {', '.join(columns)} FROM events "
-        f"WHERE user_id = {placeholder} ORDER BY timestamp DESC LIMIT {placeholder}"
+        f"WHERE user_id = {placeholder}{before} ORDER BY timestamp DESC LIMIT {placeholder}"
     )
 
 
@@ -376,6 +377,7 @@ def user_event_columns(
     *,
     limit: int = 500,
     columns: tuple[str, ...] = _READ_COLUMNS,
+    until: float | None = None,
 ) -> dict[str, np.ndarray]:
     """``user_events`` as one array per column (text as object arrays).
 
@@ -384,8 +386,10 @@ def user_event_columns(
     statement on the driver's cursor, columns built straight from the fetched tuples.
     """
     placeholder = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = _user_events_sql(columns, placeholder)
-    params = (user_id, int(limit))
+    sql = _user_events_sql(columns, placeholder, until is not None)
+    params: tuple[Any, ...] = (
+        (user_id, int(limit)) if until is None else (user_id, float(until), int(limit))
+    )
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql, params)
@@ -404,10 +408,16 @@ def user_event_columns(
     }
 
 
-def consumed_items(conn: Connection, user_id: str, *, min_view_seconds: float) -> list[str]:
-    """Every item the user has touched, all time, except views shorter than the threshold."""
+def consumed_items(
+    conn: Connection, user_id: str, *, min_view_seconds: float, until: float | None = None
+) -> list[str]:
+    """Every item the user has touched (before ``until``), except views shorter than the
+    threshold."""
     bounced = (events.c.type == "view") & (events.c.dwell_seconds < min_view_seconds)
-    query = select(events.c.item_id).where(events.c.user_id == user_id).where(~bounced).distinct()
+    query = select(events.c.item_id).where(events.c.user_id == user_id).where(~bounced)
+    if until is not None:
+        query = query.where(events.c.timestamp < until)
+    query = query.distinct()
     return [row[0] for row in conn.execute(query)]
 
 

@@ -1,0 +1,414 @@
+"""Training the learned ranker inside the nightly job.
+
+Each user's newest events (the quality gate's holdout) are the labels; every first-stage
+model is fitted on the events before them (the gate's ALS fit is reused). Those fits are
+published into a throwaway embedded vector index and opened as a serving state, and each
+labelled user's candidates and features come from the serving code itself: the user's
+history read from the store as of the start of their held-back events, the feed's
+candidate sources, ``features.candidate_features``. Training and serving therefore see the
+same features by construction.
+
+Labels are graded from the signal weights of the held-back events (a like above a long
+view above a short one; nothing or a negative is 0). A share of the users is held back:
+the number of trees is chosen by cross-validation over the other users' groups, and the
+ranker is kept only when its NDCG@10 on the held-back users beats the hand blend's on the
+very same candidates by the configured margin.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys import registry, release
+from recsys.config import Settings
+from recsys.dataset import InteractionData
+from recsys.models.catalog import catalogue_for
+from recsys.models.popularity import PopularityModel
+from recsys.models.ranker import RankerModel
+from recsys.serving.activity import DAY, ActivityByRow, ActivityLog
+from recsys.serving.catalogue import build_catalogue, trending_scores
+from recsys.serving.features import candidate_features, feature_names, union
+from recsys.serving.history import user_history
+from recsys.serving.ranking import BlendRanker
+from recsys.serving.sources import default_sources, feed_request, gather
+from recsys.serving.state import TRENDING_DAYS, ServingState, fold_in_models
+from recsys.store import Store
+from recsys.vectors import open_vector_store
+
+log = logging.getLogger("recsys.train")
+
+K = 10
+# Graded relevance from the summed signal weight of a user's held-back events on an item.
+GRADE_EDGES = (1.0, 4.0)
+
+
+@dataclass
+class Holdout:
+    """The quality gate's split: every event as (user row, item column, weight, time), the
+    held-back mask (each user's newest events) and the matrix of the rest."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    vals: np.ndarray
+    times: np.ndarray
+    held: np.ndarray
+    train: InteractionData
+
+
+@dataclass
+class UserLists:
+    """One user's candidates, their features, labels and the blend's scores."""
+
+    user: str
+    features: np.ndarray
+    labels: np.ndarray
+    blend_scores: np.ndarray
+    # Relevant held-back items in all, also those no source proposed (NDCG's ideal).
+    relevant: int
+
+
+def grade(weights: np.ndarray) -> np.ndarray:
+    """0 for nothing or a negative; then 1, 2, 3 at the edges (a like is 3)."""
+    return np.where(weights > 0, 1 + np.searchsorted(GRADE_EDGES, weights, side="right"), 0)
+
+
+def labelled_users(holdout: Holdout) -> pd.DataFrame:
+    """Per user with a new positive item among their held-back events: user row, the
+    moment their held-back events start, and the graded items (user, item, grade)."""
+    held = holdout.held
+    frame = pd.DataFrame(
+        {
+            "row": holdout.rows[held],
+            "col": holdout.cols[held],
+            "weight": holdout.vals[held].astype(np.float64),
+            "time": holdout.times[held],
+        }
+    )
+    moments = frame.groupby("row")["time"].min()
+    pairs = frame.groupby(["row", "col"], as_index=False)["weight"].sum()
+    # An item the user had before is consumed (never proposed again): not a label.
+    before = np.asarray(
+        holdout.train.matrix[pairs["row"].to_numpy(), pairs["col"].to_numpy()]
+    ).ravel()
+    pairs = pairs[(pairs["weight"] > 0) & (before == 0)]
+    pairs["grade"] = grade(pairs["weight"].to_numpy())
+    pairs["moment"] = moments.reindex(pairs["row"]).to_numpy()
+    return pairs
+
+
+def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, relevant: int, k: int = K) -> float:
+    """Binary NDCG@k of the candidates ordered by ``scores``; the ideal counts every
+    relevant item, proposed or not (a miss by every source costs the ranker too)."""
+    if relevant == 0:
+        return 0.0
+    top = np.argsort(-scores, kind="stable")[:k]
+    gains = (labels[top] > 0) / np.log2(np.arange(2, len(top) + 2))
+    ideal = (1.0 / np.log2(np.arange(2, min(relevant, k) + 2))).sum()
+    return float(gains.sum() / ideal)
+
+
+def train_ranker(
+    store: Store,
+    settings: Settings,
+    holdout: Holdout,
+    items: pd.DataFrame,
+    reference_dwell: float,
+    fitted: dict[str, Any],
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[RankerModel | None, dict[str, Any]]:
+    """The ranker and its metrics; None with the reason in the metrics when the data is too
+    small or the ranker does not beat the blend."""
+    config = settings.ranker
+    started = time.perf_counter()
+    if not config.enabled:
+        return None, {"status": "disabled"}
+    labels = labelled_users(holdout)
+    rows = labels["row"].unique()
+    if len(rows) < config.min_users:
+        return None, {
+            "status": "skipped",
+            "reason": f"{len(rows)} users with new likes in the holdout, "
+            f"fewer than {config.min_users}",
+        }
+    rng = np.random.default_rng(config.seed)
+    if len(rows) > config.max_users:
+        rows = np.sort(rng.choice(rows, config.max_users, replace=False))
+        labels = labels[labels["row"].isin(rows)]
+
+    train = holdout.train
+    catalogue_frame = catalogue_for(train, items)
+    models = {
+        spec.name: fitted[spec.name]
+        if spec.name in fitted
+        else spec.create(settings).fit(train, catalogue_frame)
+        for spec in registry.specs()
+    }
+    popularity = PopularityModel().fit(train)
+    user_ids = dict(zip(rows.tolist(), train.users.to_external(rows).tolist(), strict=True))
+    fit_seconds = time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory(prefix="recsys-ranker-") as work:
+        vectors = open_vector_store(
+            settings.model_copy(update={"home": Path(work), "qdrant_url": None})
+        )
+        version = "ranker-features"
+        try:
+            release.publish_vectors(vectors, version, train, catalogue_frame, models, popularity)
+            index = vectors.open_version(version)
+            try:
+                state = _training_state(
+                    holdout, items, models, popularity, index, reference_dwell, version
+                )
+                lists = _user_lists(store, settings, state, labels, user_ids, progress)
+            finally:
+                index.close()
+        finally:
+            vectors.close()
+    feature_seconds = time.perf_counter() - started - fit_seconds
+    model, metrics = _fit_and_gate(settings, lists, rng)
+    metrics.update(
+        users=len(lists),
+        first_stage_seconds=round(fit_seconds, 2),
+        feature_seconds=round(feature_seconds, 2),
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    return model, metrics
+
+
+def _training_state(
+    holdout: Holdout,
+    items: pd.DataFrame,
+    models: dict[str, Any],
+    popularity: PopularityModel,
+    index: Any,
+    reference_dwell: float,
+    version: str,
+) -> ServingState:
+    """A serving state over the first-stage fits, as the service would load it."""
+    train = holdout.train
+    kept = ~holdout.held
+    newest = float(holdout.times[kept].max())
+    catalogue = build_catalogue(
+        items, models[registry.CONTENT_MODEL], fold_in_models(models), popularity.scores
+    )
+    positive = kept & (holdout.vals > 0)
+    recent = positive & (holdout.times >= newest - TRENDING_DAYS * DAY)
+    catalogue.trending = trending_scores(
+        catalogue,
+        newest,
+        train.items.to_external(holdout.cols[recent]).tolist(),
+        holdout.times[recent],
+    )
+    log_ = ActivityLog(holdout.cols[positive], holdout.times[positive], len(train.items))
+    return ServingState(
+        version=version,
+        trained_at=newest,
+        index=index,
+        models=models,
+        catalogue=catalogue,
+        reference_dwell=reference_dwell,
+        activity=ActivityByRow(log_, train.items.to_internal(catalogue.ids, strict=False)),
+    )
+
+
+def _user_lists(
+    store: Store,
+    settings: Settings,
+    state: ServingState,
+    labels: pd.DataFrame,
+    user_ids: dict[int, str],
+    progress: Callable[[str], None] | None,
+) -> list[UserLists]:
+    """Each labelled user's candidates and features, through the serving code."""
+    names = tuple(name for name, _ in feature_names())
+    blend = BlendRanker()
+    sources = default_sources()
+    items_map = state.models[registry.CONTENT_MODEL].items
+    out: list[UserLists] = []
+    for count, (row, group) in enumerate(labels.groupby("row", sort=True)):
+        user = user_ids[int(row)]
+        moment = float(group["moment"].iloc[0])
+        history = user_history(
+            store,
+            settings,
+            state.catalogue,
+            state.reference_dwell,
+            user,
+            settings.feed.history_events,
+            until=moment,
+        )
+        request = feed_request(
+            store, settings, state, user, history, K, set(), None, until=moment, every_source=True
+        )
+        candidate_lists = gather(sources, request)
+        candidates = union(request, candidate_lists, set())
+        graded = dict(
+            zip(
+                items_map.to_external(group["col"].to_numpy()).tolist(),
+                group["grade"].to_numpy(),
+                strict=True,
+            )
+        )
+        if candidates is None:
+            continue
+        features = candidate_features(request, candidate_lists, candidates, state.activity, names)
+        ranked = blend.rank(request, candidate_lists, set())
+        assert ranked is not None and ranked.ids == candidates.ids
+        out.append(
+            UserLists(
+                user=user,
+                features=features,
+                labels=np.array([graded.get(i, 0) for i in candidates.ids], dtype=np.int64),
+                blend_scores=ranked.scores,
+                relevant=len(graded),
+            )
+        )
+        if progress is not None and (count + 1) % 500 == 0:
+            progress(f"ranker features: {count + 1:,} users")
+    return out
+
+
+def _matrix(
+    lists: list[UserLists], negatives: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training rows: every labelled candidate and ``negatives`` sampled others per user
+    (users without a relevant candidate teach a ranking nothing and are left out)."""
+    features, labels, groups = [], [], []
+    for user in lists:
+        positive = np.flatnonzero(user.labels > 0)
+        if not len(positive):
+            continue
+        others = np.flatnonzero(user.labels == 0)
+        if len(others) > negatives:
+            others = rng.choice(others, negatives, replace=False)
+        keep = np.concatenate([positive, np.sort(others)])
+        features.append(user.features[keep])
+        labels.append(user.labels[keep])
+        groups.append(len(keep))
+    if not groups:
+        return np.zeros((0, 0)), np.zeros(0), np.zeros(0, dtype=np.int64)
+    return np.vstack(features), np.concatenate(labels), np.asarray(groups)
+
+
+TREE_STEP = 10
+
+
+def choose_trees(
+    params: dict[str, Any],
+    lists: list[UserLists],
+    names: tuple[str, ...],
+    folds: int,
+    max_trees: int,
+    rng: np.random.Generator,
+    config: Any,
+) -> tuple[int, float]:
+    """The number of trees with the best mean NDCG@10 over ``folds`` folds of users, each
+    scored on its users' whole candidate lists (LightGBM's own cv scores the sampled
+    rows, where almost every list is mostly relevant, and stopped after one tree)."""
+    import lightgbm
+
+    fold_of = rng.permutation(len(lists)) % folds
+    checkpoints = np.arange(TREE_STEP, max_trees + 1, TREE_STEP)
+    if not len(checkpoints) or checkpoints[-1] != max_trees:
+        checkpoints = np.append(checkpoints, max_trees)
+    totals = np.zeros(len(checkpoints))
+    scored = 0
+    for fold in range(folds):
+        inside = [u for u, f in zip(lists, fold_of, strict=True) if f != fold]
+        outside = [u for u, f in zip(lists, fold_of, strict=True) if f == fold]
+        x, y, groups = _matrix(inside, config.negatives_per_user, rng)
+        if not len(groups) or not outside:
+            continue
+        data = lightgbm.Dataset(x, y, group=groups, feature_name=list(names))
+        booster = lightgbm.train(params, data, num_boost_round=max_trees)
+        stacked = np.vstack([u.features for u in outside])
+        bounds = np.cumsum([0, *(len(u.labels) for u in outside)])
+        for c, trees in enumerate(checkpoints):
+            predicted = np.asarray(booster.predict(stacked, num_iteration=int(trees)))
+            totals[c] += sum(
+                ndcg_at_k(predicted[bounds[i] : bounds[i + 1]], u.labels, u.relevant)
+                for i, u in enumerate(outside)
+            )
+        scored += len(outside)
+    best = int(np.argmax(totals))
+    return int(checkpoints[best]), float(totals[best] / max(scored, 1))
+
+
+def _fit_and_gate(
+    settings: Settings, lists: list[UserLists], rng: np.random.Generator
+) -> tuple[RankerModel | None, dict[str, Any]]:
+    import lightgbm
+
+    config = settings.ranker
+    named = feature_names()
+    names = tuple(name for name, _ in named)
+    families = tuple(family for _, family in named)
+    order = rng.permutation(len(lists))
+    n_back = max(1, round(len(lists) * config.holdback_fraction))
+    back = [lists[i] for i in order[:n_back]]
+    fit = [lists[i] for i in order[n_back:]]
+    x, y, groups = _matrix(fit, config.negatives_per_user, rng)
+    if len(groups) < config.min_users // 2 or len(groups) < config.folds:
+        return None, {
+            "status": "skipped",
+            "reason": f"{len(groups)} users with a relevant candidate to learn from",
+        }
+    params = {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "eval_at": [K],
+        "learning_rate": config.learning_rate,
+        "num_leaves": config.num_leaves,
+        "min_data_in_leaf": config.min_data_in_leaf,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "seed": config.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+    trees, cv_ndcg = choose_trees(params, fit, names, config.folds, config.max_trees, rng, config)
+    data = lightgbm.Dataset(x, y, group=groups, feature_name=list(names))
+    booster = lightgbm.train(params, data, num_boost_round=trees)
+    ranker_ndcg = float(
+        np.mean(
+            [ndcg_at_k(np.asarray(booster.predict(u.features)), u.labels, u.relevant) for u in back]
+        )
+    )
+    blend_ndcg = float(np.mean([ndcg_at_k(u.blend_scores, u.labels, u.relevant) for u in back]))
+    importance = booster.feature_importance("gain")
+    top = [names[i] for i in np.argsort(-importance)[:8]]
+    metrics: dict[str, Any] = {
+        "ndcg@10": round(ranker_ndcg, 5),
+        "blend_ndcg@10": round(blend_ndcg, 5),
+        "holdback_users": len(back),
+        "training_users": len(groups),
+        "rows": len(y),
+        "trees": trees,
+        "cv_ndcg@10": round(cv_ndcg, 5),
+        "top_features": top,
+    }
+    if ranker_ndcg < blend_ndcg * (1.0 + config.margin):
+        metrics["status"] = "refused"
+        metrics["reason"] = (
+            f"NDCG@10 {ranker_ndcg:.4f} on held-back users does not beat the blend's "
+            f"{blend_ndcg:.4f} by {config.margin:.0%}"
+        )
+        return None, metrics
+    # Kept: refit on every user with the chosen number of trees.
+    x, y, groups = _matrix(lists, config.negatives_per_user, rng)
+    data = lightgbm.Dataset(x, y, group=groups, feature_name=list(names))
+    final = lightgbm.train(params, data, num_boost_round=trees)
+    metrics["status"] = "published"
+    return RankerModel(final, names, families, metrics), metrics

@@ -1,0 +1,183 @@
+"""What the learned ranker knows about each (user, candidate) pair, computed by one function
+for both paths: a served page (the user now) and the nightly ranker training (the user as
+of the start of their held-back events). The same code on both sides is what keeps the
+features the ranker was trained on and the ones it is served equal.
+
+Families (how a pick's explanation groups the contributions): one per candidate source
+(its score and rank), ``item`` (popularity, recent activity, age), ``taste`` (likeness to
+the user's likes, skips, categories and tags, the models' affinity scores) and ``user``
+(how much history there is).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys import registry
+from recsys.serving.activity import DAY, WINDOWS_DAYS, ItemActivity
+from recsys.serving.cursor import item_hash
+from recsys.serving.sources import CandidateList, FeedRequest
+
+# The user's likes (and skips) that taste features compare a candidate with.
+TASTE_POSITIVES = 20
+TASTE_NEGATIVES = 10
+ITEM_FAMILY, TASTE_FAMILY, USER_FAMILY = "item", "taste", "user"
+# The list name of a fold-in source's second list, near the user's latest likes.
+RECENT_LIST = "recent"
+NEWEST_LIST = "newest"
+
+
+def feature_names() -> tuple[tuple[str, str], ...]:
+    """(feature, family) of every feature the registered sources give."""
+    named: list[tuple[str, str]] = []
+    for source in registry.feed_sources():
+        named += [(f"{source}_score", source), (f"{source}_rank", source)]
+        if source in _fold_in_sources():
+            named.append((f"{source}_recent_rank", source))
+    for spec in registry.served():
+        if spec.folds_in_user:
+            named.append((f"{spec.name}_affinity", TASTE_FAMILY))
+    named += [
+        ("popularity", ITEM_FAMILY),
+        *((f"events_{days}d", ITEM_FAMILY) for days in WINDOWS_DAYS),
+        ("age_days", ITEM_FAMILY),
+        ("history_length", USER_FAMILY),
+        ("liked_items", USER_FAMILY),
+        ("content_to_likes_max", TASTE_FAMILY),
+        ("content_to_likes_mean", TASTE_FAMILY),
+        ("content_to_skips_max", TASTE_FAMILY),
+        ("category_affinity", TASTE_FAMILY),
+        ("tag_affinity", TASTE_FAMILY),
+    ]
+    return tuple(named)
+
+
+def _fold_in_sources() -> set[str]:
+    return {s.source for s in registry.served() if s.folds_in_user and s.source}
+
+
+@dataclass
+class Candidates:
+    """The union of every list's items (first seen first), not yet served."""
+
+    ids: list[str]
+    rows: np.ndarray
+
+
+def union(
+    request: FeedRequest, lists: list[CandidateList], served: set[bytes]
+) -> Candidates | None:
+    ids = list(dict.fromkeys(h.item_id for c in lists for h in c.hits))
+    if served:
+        ids = [i for i in ids if item_hash(i) not in served]
+    if not ids:
+        return None
+    return Candidates(ids, request.state.catalogue.rows(ids))
+
+
+def candidate_features(
+    request: FeedRequest,
+    lists: list[CandidateList],
+    candidates: Candidates,
+    activity: ItemActivity,
+    names: tuple[str, ...],
+) -> np.ndarray:
+    """One row per candidate, one column per name in ``names`` (NaN: missing, or a feature
+    this ranker knows and the registry no longer gives)."""
+    ids, rows = candidates.ids, candidates.rows
+    n = len(ids)
+    slot = {item_id: k for k, item_id in enumerate(ids)}
+    columns: dict[str, np.ndarray] = {}
+
+    def column(name: str) -> np.ndarray:
+        """The named column, all missing until written."""
+        if name not in columns:
+            columns[name] = np.full(n, np.nan)
+        return columns[name]
+
+    for candidates_list in lists:
+        source = candidates_list.source
+        is_recent = candidates_list.name == RECENT_LIST and source in _fold_in_sources()
+        # A score is comparable within one kind of list only: the recent likes' list has
+        # a rank of its own, and the newest items' list, ranked by creation time, a rank.
+        rank_column = column(f"{source}_recent_rank" if is_recent else f"{source}_rank")
+        score_column = (
+            column(f"{source}_score")
+            if candidates_list.name not in (RECENT_LIST, NEWEST_LIST)
+            else None
+        )
+        for position, hit in enumerate(candidates_list.hits):
+            k = slot.get(hit.item_id)
+            if k is None:
+                continue
+            if not rank_column[k] <= position:  # NaN or a worse rank
+                rank_column[k] = position
+            if score_column is not None and not score_column[k] >= hit.score:
+                score_column[k] = hit.score
+
+    state, catalogue = request.state, request.state.catalogue
+    safe = np.maximum(rows, 0)
+    known = rows >= 0
+    for name, model in state.fold_in_models().items():
+        vector = request.user_vectors.get(name)
+        if vector is None:
+            continue
+        model_rows = catalogue.model_rows[name][safe]
+        usable = known & (model_rows >= 0)
+        affinity = column(f"{name}_affinity")
+        affinity[usable] = model.item_factors[model_rows[usable]] @ vector
+
+    popularity = column("popularity")
+    popularity[known] = catalogue.popularity[rows[known]]
+    described = activity.describe(rows, request.moment)
+    for j, days in enumerate(WINDOWS_DAYS):
+        columns[f"events_{days}d"] = described[:, j]
+    created = np.where(known, catalogue.created_at[safe], np.nan)
+    born = np.where(np.isfinite(created), created, described[:, -1])
+    columns["age_days"] = (request.moment - born) / DAY
+    columns["history_length"] = np.full(n, float(len(request.history)))
+    columns["liked_items"] = np.full(n, float(len(request.positives)))
+    _taste(request, rows, known, column)
+    return np.column_stack([columns.get(name, np.full(n, np.nan)) for name in names])
+
+
+def _taste(
+    request: FeedRequest,
+    rows: np.ndarray,
+    known: np.ndarray,
+    get: Callable[[str], np.ndarray],
+) -> None:
+    """Likeness to the user's recent likes (content, category, tags) and skips."""
+    catalogue, history = request.state.catalogue, request.history
+    liked = request.positive_rows[:TASTE_POSITIVES]
+    liked = liked[liked >= 0]
+    vectors = catalogue.content[np.maximum(rows, 0)]
+    if len(liked):
+        similarity = vectors @ catalogue.content[liked].T
+        get("content_to_likes_max")[known] = similarity.max(axis=1)[known]
+        get("content_to_likes_mean")[known] = similarity.mean(axis=1)[known]
+        liked_categories = Counter(catalogue.categories[liked].tolist())
+        liked_categories.pop(None, None)
+        categories = catalogue.categories[np.maximum(rows, 0)].tolist()
+        share = np.array([liked_categories.get(c, 0) for c in categories], dtype=np.float64)
+        get("category_affinity")[known] = (share / len(liked))[known]
+        liked_tags = Counter(tag for row in liked.tolist() for tag in catalogue.tags[row])
+        if liked_tags:
+            affinity = np.array(
+                [
+                    sum(liked_tags.get(t, 0) for t in catalogue.tags[r]) / len(catalogue.tags[r])
+                    if r >= 0 and catalogue.tags[r]
+                    else 0.0
+                    for r in rows.tolist()
+                ]
+            )
+            get("tag_affinity")[known] = (affinity / len(liked))[known]
+    rejected = ((history.types == "skip") | (history.types == "dislike")) & (history.rows >= 0)
+    skipped = history.rows[np.flatnonzero(rejected)[:TASTE_NEGATIVES]]
+    if len(skipped):
+        similarity = vectors @ catalogue.content[skipped].T
+        get("content_to_skips_max")[known] = similarity.max(axis=1)[known]
