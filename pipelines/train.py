@@ -30,11 +30,11 @@ from recsys.columns import ITEM_ID, USER_ID, WEIGHT
 from recsys.config import Settings
 from recsys.dataset import InteractionData
 from recsys.evaluation.metrics import evaluate_rankings
+from recsys.models.activity import ActivityLog
 from recsys.models.base import EmbeddingModel
 from recsys.models.catalog import catalogue_for
 from recsys.models.popularity import PopularityModel
 from recsys.rank_training import Holdout, train_ranker
-from recsys.serving.activity import ActivityLog
 from recsys.signals import InteractionBuilder, newest_per_user
 from recsys.store import Store, runs
 from recsys.store.catalog import catalogue_updated_through, load_items
@@ -367,9 +367,18 @@ def _run_stages(
         ranker = None
         if holdout is not None and gate_model is not None:
             fitted = {registry.gated().name: gate_model}
-            ranker, result.metrics["ranker"] = train_ranker(
-                store, settings, holdout, items, reference_dwell, fitted
-            )
+            try:
+                ranker, result.metrics["ranker"] = train_ranker(
+                    store, settings, holdout, items, reference_dwell, fitted
+                )
+            except Exception as exc:
+                # The blend serves without a ranker: a failure here costs quality, not
+                # the night's models.
+                log.exception("could not train the learned ranker; the blend serves")
+                result.metrics["ranker"] = {
+                    "status": "failed",
+                    "reason": f"{type(exc).__name__}: {exc}",
+                }
         else:
             result.metrics["ranker"] = {"status": "skipped", "reason": "no holdout"}
         del holdout

@@ -122,6 +122,8 @@ class FeedConfig(BaseModel):
     # passed its gate (``recsys models list`` says), else the hand blend above; "blend"
     # always the blend.
     ranker: Literal["auto", "blend"] = "auto"
+    # Users with fewer likes than this get the blend even when a learned ranker serves.
+    ranker_min_likes: int = Field(default=3, ge=0)
 
 
 class RankerConfig(BaseModel):
@@ -138,8 +140,8 @@ class RankerConfig(BaseModel):
     # The share of users held back to compare the ranker with the blend (the gate).
     holdback_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
     # The ranker serves only when its NDCG@10 on the held-back users beats the blend's
-    # by this fraction.
-    margin: float = Field(default=0.02, ge=0.0)
+    # by this fraction (a negative margin publishes one that is worse: for experiments).
+    margin: float = Field(default=0.02, ge=-1.0)
     # Trees are chosen by cross-validation over users, up to this many.
     max_trees: int = Field(default=300, ge=1)
     folds: int = Field(default=5, ge=2)

@@ -31,10 +31,10 @@ import pandas as pd
 from recsys import registry, release
 from recsys.config import Settings
 from recsys.dataset import InteractionData
+from recsys.models.activity import DAY, ActivityByRow, ActivityLog
 from recsys.models.catalog import catalogue_for
 from recsys.models.popularity import PopularityModel
 from recsys.models.ranker import RankerModel
-from recsys.serving.activity import DAY, ActivityByRow, ActivityLog
 from recsys.serving.catalogue import build_catalogue, trending_scores
 from recsys.serving.features import candidate_features, feature_names, union
 from recsys.serving.history import user_history
@@ -221,6 +221,44 @@ def _training_state(
     )
 
 
+@dataclass
+class UserFeatures:
+    """One user's candidates as of a moment, and their features and blend scores."""
+
+    ids: list[str]
+    features: np.ndarray
+    blend_scores: np.ndarray
+
+
+def user_features(
+    store: Store, settings: Settings, state: ServingState, user: str, moment: float
+) -> UserFeatures | None:
+    """The user as of ``moment``, through the serving code: their history read from the
+    store up to it, every candidate source, the ranker's features (the same function a
+    served page calls) and the hand blend's scores. None when no source has a candidate."""
+    history = user_history(
+        store,
+        settings,
+        state.catalogue,
+        state.reference_dwell,
+        user,
+        settings.feed.history_events,
+        until=moment,
+    )
+    request = feed_request(
+        store, settings, state, user, history, K, set(), None, until=moment, every_source=True
+    )
+    candidate_lists = gather(default_sources(), request)
+    candidates = union(request, candidate_lists, set())
+    if candidates is None:
+        return None
+    names = tuple(name for name, _ in feature_names())
+    features = candidate_features(request, candidate_lists, candidates, state.activity, names)
+    ranked = BlendRanker().rank(request, candidate_lists, set())
+    assert ranked is not None and ranked.ids == candidates.ids
+    return UserFeatures(candidates.ids, features, ranked.scores)
+
+
 def _user_lists(
     store: Store,
     settings: Settings,
@@ -229,29 +267,16 @@ def _user_lists(
     user_ids: dict[int, str],
     progress: Callable[[str], None] | None,
 ) -> list[UserLists]:
-    """Each labelled user's candidates and features, through the serving code."""
-    names = tuple(name for name, _ in feature_names())
-    blend = BlendRanker()
-    sources = default_sources()
+    """Each labelled user's candidates, features and graded labels."""
     items_map = state.models[registry.CONTENT_MODEL].items
     out: list[UserLists] = []
     for count, (row, group) in enumerate(labels.groupby("row", sort=True)):
         user = user_ids[int(row)]
-        moment = float(group["moment"].iloc[0])
-        history = user_history(
-            store,
-            settings,
-            state.catalogue,
-            state.reference_dwell,
-            user,
-            settings.feed.history_events,
-            until=moment,
-        )
-        request = feed_request(
-            store, settings, state, user, history, K, set(), None, until=moment, every_source=True
-        )
-        candidate_lists = gather(sources, request)
-        candidates = union(request, candidate_lists, set())
+        found = user_features(store, settings, state, user, float(group["moment"].iloc[0]))
+        if progress is not None and (count + 1) % 500 == 0:
+            progress(f"ranker features: {count + 1:,} users")
+        if found is None:
+            continue
         graded = dict(
             zip(
                 items_map.to_external(group["col"].to_numpy()).tolist(),
@@ -259,22 +284,15 @@ def _user_lists(
                 strict=True,
             )
         )
-        if candidates is None:
-            continue
-        features = candidate_features(request, candidate_lists, candidates, state.activity, names)
-        ranked = blend.rank(request, candidate_lists, set())
-        assert ranked is not None and ranked.ids == candidates.ids
         out.append(
             UserLists(
                 user=user,
-                features=features,
-                labels=np.array([graded.get(i, 0) for i in candidates.ids], dtype=np.int64),
-                blend_scores=ranked.scores,
+                features=found.features,
+                labels=np.array([graded.get(i, 0) for i in found.ids], dtype=np.int64),
+                blend_scores=found.blend_scores,
                 relevant=len(graded),
             )
         )
-        if progress is not None and (count + 1) % 500 == 0:
-            progress(f"ranker features: {count + 1:,} users")
     return out
 
 

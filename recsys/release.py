@@ -33,8 +33,8 @@ import pandas as pd
 
 from recsys import registry
 from recsys.dataset import InteractionData
+from recsys.models.activity import ActivityLog
 from recsys.models.popularity import PopularityModel
-from recsys.serving.activity import ActivityLog
 from recsys.store import Store
 from recsys.store.runs import mark_published
 from recsys.vectors.versions import VectorStore, check_version

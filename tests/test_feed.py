@@ -67,6 +67,7 @@ def test_page_shape_and_explanations(recommender: Recommender) -> None:
             "behavioural",
             "hybrid",
             "content",
+            "item2item",
             "fresh",
             "popular",
         }
@@ -774,7 +775,12 @@ def test_item_to_item_neighbours_and_its_live_source(
     assert {i.item_id for i in similar[:3]} & set(after)
     # Not weighed by the blend (the default), the source is not even asked.
     history = recommender.history(state, user)
-    assert source.lists(recommender.request(state, user, history, 20, set(), None)) == []
+    # (The learned ranker, where one serves, asks every source.)
+    blend_request = recommender.request(state, user, history, 20, set(), None)
+    blend_request.every_source = False
+    assert source.lists(blend_request) == []
+    blend_request.every_source = True
+    assert source.lists(blend_request)
     recommender.config = weighed
     try:
         page = recommender.feed(user, limit=20)

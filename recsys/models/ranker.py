@@ -16,6 +16,7 @@ import numpy as np
 MODEL_FILE = "model.txt"
 SIDECAR_FILE = "ranker.json"
 FORMAT_VERSION = 1
+BASELINE = "baseline"
 
 
 class RankerModel:
@@ -38,11 +39,13 @@ class RankerModel:
         self.metrics = dict(metrics or {})
         self.family_names = tuple(dict.fromkeys(families))
         index = {family: j for j, family in enumerate(self.family_names)}
-        # Per-feature contributions (plus LightGBM's bias column, left out) summed into
-        # families by one matrix product.
+        # Per-feature contributions summed into families by one matrix product; LightGBM's
+        # last column (the expected score, the same for every row) is the "baseline".
+        self.family_names = (*self.family_names, BASELINE)
         self._to_families = np.zeros((len(features) + 1, len(self.family_names)))
         for i, family in enumerate(families):
             self._to_families[i, index[family]] = 1.0
+        self._to_families[len(features), -1] = 1.0
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

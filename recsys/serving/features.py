@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys import registry
-from recsys.serving.activity import DAY, WINDOWS_DAYS, ItemActivity
+from recsys.models.activity import DAY, WINDOWS_DAYS, ItemActivity
 from recsys.serving.cursor import item_hash
 from recsys.serving.sources import CandidateList, FeedRequest
 

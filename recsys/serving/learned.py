@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from recsys import registry
-from recsys.serving.activity import ItemActivity
+from recsys.models.activity import ItemActivity
 from recsys.serving.features import candidate_features, union
 from recsys.serving.ranking import Ranked, Ranker
 from recsys.serving.sources import CandidateList, FeedRequest
@@ -53,13 +53,10 @@ class LearnedRanker(Ranker):
             if not positions:
                 return []
             parts = model.contributions(matrix[positions]) * scale
-            return [
-                {
-                    family: float(value)
-                    for family, value in zip(model.family_names, row, strict=True)
-                }
-                for row in parts
-            ]
+            # The parts add up to the page's score: the min-max shift joins the baseline.
+            parts[:, -1] = parts[:, -1] - low * scale if scale else 1.0
+            families = model.family_names
+            return [dict(zip(families, map(float, row), strict=True)) for row in parts]
 
         return Ranked(
             ids=candidates.ids,

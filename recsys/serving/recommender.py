@@ -194,7 +194,7 @@ class Recommender:
     def rank(self, request: FeedRequest, served: set[bytes], limit: int) -> list[FeedItem]:
         """One page for a request: candidates, ranking, the page."""
         lists = gather(self.sources or default_sources(), request)
-        ranked = self.ranker_for(request.state).rank(request, lists, served)
+        ranked = self.ranker_for(request.state, request.history).rank(request, lists, served)
         return build_page(request, ranked, limit) if ranked is not None else []
 
     def request(
@@ -218,17 +218,24 @@ class Recommender:
             served,
             filters,
             until=as_of,
-            every_source=isinstance(self.ranker_for(state), LearnedRanker),
+            every_source=isinstance(self.ranker_for(state, history), LearnedRanker),
+            config=self.config,
         )
 
-    def ranker_for(self, state: ServingState) -> Ranker:
+    def ranker_for(self, state: ServingState, history: History | None = None) -> Ranker:
         """The ranker given to this recommender, else the version's learned ranker when it
-        has one and the settings allow it, else the hand blend."""
+        has one, the settings allow it and the user has ``ranker_min_likes`` likes (it
+        learned from users with a history; the blend's cold weights serve new users),
+        else the hand blend."""
         if self.ranker is not None:
             return self.ranker
-        if state.ranker is not None and self.config.ranker == "auto":
-            return self._learned
-        return self._blend
+        if state.ranker is None or self.config.ranker != "auto":
+            return self._blend
+        if history is not None:
+            likes = len(history.liked_and_disliked()[0])
+            if likes < self.config.ranker_min_likes:
+                return self._blend
+        return self._learned
 
     def degraded_feed(
         self,

@@ -82,11 +82,12 @@ def feed_request(
     *,
     until: float | None = None,
     every_source: bool = False,
+    config: FeedConfig | None = None,
 ) -> FeedRequest:
     """What the sources and the ranker read about one page: the user's likes, what to
     exclude, how many candidates to ask for. ``until`` describes the user as of a past
     moment (``history`` must have been read up to it too): the ranker's training."""
-    config = settings.feed
+    config = config or settings.feed
     catalogue = state.catalogue
     exclude = list(
         dict.fromkeys(

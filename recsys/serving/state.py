@@ -12,8 +12,8 @@ import numpy as np
 
 from recsys import registry, release
 from recsys.config import Settings
+from recsys.models.activity import ActivityByRow, ActivityLog, ItemActivity
 from recsys.models.ranker import RankerModel
-from recsys.serving.activity import ActivityByRow, ActivityLog, ItemActivity
 from recsys.serving.catalogue import Catalogue, build_catalogue, trending_scores
 from recsys.store import Store
 from recsys.store.activity import recent_activity

@@ -1,0 +1,336 @@
+"""The learned ranker: features equal on the training and serving paths, no label event in
+any feature, a text model that round-trips, the blend as the fallback, a reason for every
+pick, and a gate that refuses a ranker no better than the blend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.config import RankerConfig, Settings
+from recsys.events import validate_events
+from recsys.models.activity import DAY, ActivityByRow, ActivityLog
+from recsys.models.ranker import RankerModel
+from recsys.rank_training import (
+    UserLists,
+    _fit_and_gate,
+    grade,
+    labelled_users,
+    ndcg_at_k,
+    user_features,
+)
+from recsys.serving import Recommender
+from recsys.serving.features import candidate_features, feature_names, union
+from recsys.serving.learned import LearnedRanker
+from recsys.serving.ranking import BlendRanker
+from recsys.serving.sources import default_sources, gather
+from recsys.serving.state import ServingState
+from recsys.store.runs import list_runs
+from tests.conftest import TrainedWorld, build_trained_world
+
+TYPES = Settings(_env_file=None).event_types  # type: ignore[call-arg]
+NAMES = tuple(name for name, _ in feature_names())
+
+
+@pytest.fixture(scope="module")
+def trained_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedWorld]:
+    """The demo world, its ranker published whatever its gate says (on this small world it
+    ties the blend), so that the serving path can be checked."""
+    world = build_trained_world(
+        tmp_path_factory.mktemp("ranked") / "home", ranker=RankerConfig(margin=-1.0)
+    )
+    yield world
+    world.store.dispose()
+
+
+@pytest.fixture(scope="module")
+def recommender(trained_world: TrainedWorld):
+    recommender = Recommender.open(trained_world.store, trained_world.settings)
+    yield recommender
+    recommender.close()
+
+
+def _state(recommender: Recommender) -> ServingState:
+    state = recommender.require_state()
+    assert state.ranker is not None, "the demo world's ranker should pass its gate"
+    return state
+
+
+def _quiet_user(recommender: Recommender, state: ServingState) -> str:
+    """A user with history whose every event is older than the version's newest one."""
+    with recommender.store.read() as conn:
+        row = conn.exec_driver_sql(
+            "SELECT user_id FROM events GROUP BY user_id "
+            "HAVING max(timestamp) < ? AND count(*) >= 20 ORDER BY user_id LIMIT 1",
+            (state.trained_at - 3600.0,),
+        ).first()
+    assert row is not None
+    return str(row[0])
+
+
+def test_the_nightly_run_records_the_ranker_and_its_gate(trained_world: TrainedWorld) -> None:
+    with trained_world.store.read() as conn:
+        run = list_runs(conn)[0]
+    ranker = run.metrics["ranker"]
+    assert ranker["status"] == "published"
+    assert ranker["ndcg@10"] > 0 and ranker["blend_ndcg@10"] > 0
+    assert ranker["trees"] >= 10 and ranker["holdback_users"] > 0
+    assert len(ranker["top_features"]) == 8
+
+
+def test_training_and_serving_compute_the_same_features(recommender: Recommender) -> None:
+    """The served page's features (the version's activity table at its newest event, the
+    whole history) equal the training path's for the same user at the same moment (the
+    activity log searched, the history read up to the moment)."""
+    state = _state(recommender)
+    user = _quiet_user(recommender, state)
+    served: dict[str, np.ndarray] = {}
+    model = state.ranker
+    assert model is not None
+    original = model.score
+
+    def capture(matrix: np.ndarray) -> np.ndarray:
+        served["matrix"] = matrix.copy()
+        return original(matrix)
+
+    model.score = capture  # type: ignore[method-assign]
+    try:
+        history = recommender.history(state, user)
+        request = recommender.request(state, user, history, 10, set(), None)
+        lists = gather(default_sources(), request)
+        ranked = LearnedRanker().rank(request, lists, set())
+    finally:
+        del model.score
+    assert ranked is not None
+    as_training = ServingState(
+        version=state.version,
+        trained_at=state.trained_at,
+        index=state.index,
+        models=state.models,
+        catalogue=state.catalogue,
+        reference_dwell=state.reference_dwell,
+        ranker=state.ranker,
+        # The log searched at the moment, as the training state does.
+        activity=ActivityByRow(state.activity.log, state.activity.row_codes),  # type: ignore[attr-defined]
+    )
+    trained = user_features(
+        recommender.store, recommender.settings, as_training, user, state.trained_at
+    )
+    assert trained is not None
+    assert trained.ids == ranked.ids
+    order = [NAMES.index(name) for name in model.features]
+    np.testing.assert_allclose(trained.features[:, order], served["matrix"], equal_nan=True)
+    # The features carry information: ranks, activity and taste are not all missing.
+    assert np.isfinite(served["matrix"]).mean() > 0.4
+
+
+def test_events_after_the_moment_change_no_feature(recommender: Recommender) -> None:
+    """The label events (everything from the moment on) are never in the features."""
+    state = _state(recommender)
+    user = _quiet_user(recommender, state)
+    as_training = ServingState(
+        version=state.version,
+        trained_at=state.trained_at,
+        index=state.index,
+        models=state.models,
+        catalogue=state.catalogue,
+        reference_dwell=state.reference_dwell,
+        activity=ActivityByRow(state.activity.log, state.activity.row_codes),  # type: ignore[attr-defined]
+    )
+    moment = state.trained_at - 2 * DAY
+    before = user_features(recommender.store, recommender.settings, as_training, user, moment)
+    assert before is not None
+    # Likes, views and a skip of the user's own top candidates, from the moment on.
+    later = pd.DataFrame(
+        {
+            "user_id": user,
+            "item_id": before.ids[:6],
+            "type": ["like", "like", "view", "view", "skip", "dislike"],
+            "timestamp": moment + np.arange(6) * 60.0,
+            "dwell_seconds": [None, None, 300.0, 300.0, None, None],
+        }
+    )
+    checked = validate_events(later, event_types=TYPES)
+    assert checked.rejects.empty
+    recommender.ingest_events(checked.valid)
+    after = user_features(recommender.store, recommender.settings, as_training, user, moment)
+    assert after is not None
+    assert after.ids == before.ids
+    np.testing.assert_array_equal(after.features, before.features)
+    # Asked a second after those events, the user has moved on.
+    moved = user_features(
+        recommender.store, recommender.settings, as_training, user, moment + 3600.0
+    )
+    assert moved is not None and moved.ids != before.ids
+
+
+def test_activity_counts_only_events_before_the_moment() -> None:
+    codes = np.array([0, 0, 0, 1, 1, 2])
+    times = np.array([0.0, 10 * DAY, 50 * DAY, 20 * DAY, 400 * DAY, 399 * DAY])
+    log = ActivityLog(codes, times, n_items=4)
+    described = log.describe_codes(np.array([0, 1, 2, 3, -1]), moment=400 * DAY)
+    # Windows of 30, 90 and 365 days before day 400, strictly before it.
+    np.testing.assert_array_equal(
+        described[:, :3], [[0, 0, 1], [0, 0, 0], [1, 1, 1], [0] * 3, [0] * 3]
+    )
+    np.testing.assert_array_equal(described[:3, 3], [0.0, 20 * DAY, 399 * DAY])
+    assert np.isnan(described[3, 3]) and np.isnan(described[4, 3])
+    # At day 15 only the first two events of item 0 are past (both within 30 days); item 2
+    # is not born yet.
+    early = log.describe_codes(np.array([0, 2]), moment=15 * DAY)
+    np.testing.assert_array_equal(early[:, :3], [[2, 2, 2], [0, 0, 0]])
+    assert np.isnan(early[1, 3])
+
+
+def test_labels_are_graded_new_positives_of_the_held_back_events() -> None:
+    import scipy.sparse as sp
+
+    from recsys.dataset import IdMap, InteractionData
+    from recsys.rank_training import Holdout
+
+    # user 0: a like (4), a short view (0.5) and a skip on new items, and a like of an item
+    # they had before; user 1: only a skip held back.
+    rows = np.array([0, 0, 0, 0, 0, 1, 1])
+    cols = np.array([0, 1, 2, 3, 4, 0, 1])
+    vals = np.array([2.0, 4.0, 0.5, -1.0, 4.0, 2.0, -1.0], dtype=np.float32)
+    times = np.array([1.0, 5.0, 6.0, 7.0, 8.0, 1.0, 9.0])
+    held = np.array([False, True, True, True, True, False, True])
+    train = InteractionData(
+        matrix=sp.csr_matrix(([2.0, 2.0, 1.0], ([0, 1, 0], [0, 0, 4])), shape=(2, 5)),
+        users=IdMap(["a", "b"]),
+        items=IdMap(["i0", "i1", "i2", "i3", "i4"]),
+    )
+    labels = labelled_users(Holdout(rows, cols, vals, times, held, train))
+    assert labels[["row", "col", "grade"]].values.tolist() == [[0, 1, 3], [0, 2, 1]]
+    assert labels["moment"].tolist() == [5.0, 5.0]
+    np.testing.assert_array_equal(
+        grade(np.array([-1.0, 0.0, 0.5, 2.0, 4.0, 9.0])), [0, 0, 1, 2, 3, 3]
+    )
+
+
+def test_ranker_file_round_trips_as_text(recommender: Recommender, tmp_path: Path) -> None:
+    model = _state(recommender).ranker
+    assert model is not None
+    model.save(tmp_path / "ranker")
+    files = sorted(p.name for p in (tmp_path / "ranker").iterdir())
+    assert files == ["model.txt", "ranker.json"]
+    assert (tmp_path / "ranker" / "model.txt").read_text().startswith("tree")
+    loaded = RankerModel.load(tmp_path / "ranker")
+    assert loaded is not None and loaded.features == model.features
+    matrix = np.random.default_rng(0).normal(size=(50, len(model.features)))
+    np.testing.assert_allclose(loaded.score(matrix), model.score(matrix))
+    assert RankerModel.load(tmp_path / "nothing-here") is None
+    sidecar = tmp_path / "ranker" / "ranker.json"
+    sidecar.write_text(sidecar.read_text().replace('"format_version": 1', '"format_version": 9'))
+    with pytest.raises(ValueError, match="unsupported ranker format"):
+        RankerModel.load(tmp_path / "ranker")
+
+
+def test_the_ranker_serves_and_explains_every_pick(recommender: Recommender) -> None:
+    state = _state(recommender)
+    user = _quiet_user(recommender, state)
+    assert isinstance(recommender.ranker_for(state), LearnedRanker)
+    page = recommender.feed(user, limit=20)
+    assert len(page.items) == 20
+    families = set(state.ranker.family_names)  # type: ignore[union-attr]
+    for item in page.items:
+        assert item.reason
+        assert item.sources, item
+        assert set(item.breakdown) - {"fatigue"} <= families
+        assert set(item.sources) <= families
+    # The parts are the model's own: they add up to the score's spread, not to zero.
+    assert any(abs(v) > 1e-3 for item in page.items for v in item.breakdown.values())
+
+
+def test_the_blend_takes_over_without_a_ranker(
+    recommender: Recommender, trained_world: TrainedWorld
+) -> None:
+    state = _state(recommender)
+    user = _quiet_user(recommender, state)
+    settings = trained_world.settings.model_copy(
+        update={"feed": trained_world.settings.feed.model_copy(update={"ranker": "blend"})}
+    )
+    blend_only = Recommender(trained_world.store, settings, recommender.vectors)
+    blend_only.live = recommender.live
+    assert isinstance(blend_only.ranker_for(state), BlendRanker)
+    forced = Recommender(
+        trained_world.store, trained_world.settings, recommender.vectors, ranker=BlendRanker()
+    )
+    forced.live = recommender.live
+    page = blend_only.feed(user, limit=10)
+    assert [i.item_id for i in page.items] == [i.item_id for i in forced.feed(user, limit=10).items]
+    # The blend's breakdown is its sources' parts; the item-to-item source, weightless in
+    # the blend, is not even asked.
+    assert all(set(i.breakdown) - {"fatigue"} <= set(i.sources) for i in page.items)
+    assert not any("item2item" in i.sources for i in page.items)
+    # A version without a ranker (an older one, or one whose ranker was refused).
+    without = ServingState(
+        version=state.version,
+        trained_at=state.trained_at,
+        index=state.index,
+        models=state.models,
+        catalogue=state.catalogue,
+        reference_dwell=state.reference_dwell,
+    )
+    assert isinstance(recommender.ranker_for(without), BlendRanker)
+
+
+def _lists(n_users: int, signal_in_features: bool, seed: int) -> list[UserLists]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for u in range(n_users):
+        labels = np.zeros(60, dtype=np.int64)
+        labels[rng.choice(60, 4, replace=False)] = rng.integers(1, 4, 4)
+        features = rng.normal(size=(60, len(NAMES)))
+        blend = rng.normal(size=60)
+        if signal_in_features:
+            features[:, 0] += 2.0 * labels
+        else:
+            blend += 2.0 * labels
+        out.append(UserLists(f"u{u}", features, labels, blend, relevant=int((labels > 0).sum())))
+    return out
+
+
+def test_the_gate_refuses_a_ranker_no_better_than_the_blend() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    # The blend sees the labels; the ranker's features are noise.
+    model, metrics = _fit_and_gate(settings, _lists(200, False, 1), np.random.default_rng(0))
+    assert model is None
+    assert metrics["status"] == "refused"
+    assert "does not beat the blend" in metrics["reason"]
+    assert metrics["ndcg@10"] < metrics["blend_ndcg@10"]
+    # The other way round it is kept, with its trees chosen by cross-validation.
+    model, metrics = _fit_and_gate(settings, _lists(200, True, 2), np.random.default_rng(0))
+    assert model is not None and metrics["status"] == "published"
+    assert metrics["ndcg@10"] > 1.5 * metrics["blend_ndcg@10"]
+    assert metrics["top_features"][0] == NAMES[0]
+
+
+def test_ndcg_counts_relevant_items_no_source_proposed() -> None:
+    labels = np.array([1, 0, 0, 1])
+    assert ndcg_at_k(np.array([4.0, 3.0, 2.0, 1.0]), labels, relevant=2) == pytest.approx(
+        (1 + 1 / np.log2(5)) / (1 + 1 / np.log2(3))
+    )
+    # Two more relevant items that no source found lower the same ranking's NDCG.
+    assert ndcg_at_k(np.array([4.0, 3.0, 2.0, 1.0]), labels, relevant=4) < ndcg_at_k(
+        np.array([4.0, 3.0, 2.0, 1.0]), labels, relevant=2
+    )
+    assert ndcg_at_k(np.array([1.0]), np.array([0]), relevant=0) == 0.0
+
+
+def test_features_of_unknown_candidates_are_missing(recommender: Recommender) -> None:
+    state = _state(recommender)
+    user = _quiet_user(recommender, state)
+    history = recommender.history(state, user)
+    request = recommender.request(state, user, history, 10, set(), None)
+    lists = gather(default_sources(), request)
+    candidates = union(request, lists, set())
+    assert candidates is not None
+    candidates.rows[0] = -1
+    matrix = candidate_features(request, lists, candidates, state.activity, NAMES)
+    for name in ("popularity", "age_days", "content_to_likes_max", "category_affinity"):
+        assert np.isnan(matrix[0, NAMES.index(name)]), name
