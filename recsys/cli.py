@@ -265,8 +265,16 @@ def models_list() -> None:
         vectors_state = "vectors" if run.version in available else ""
         typer.echo(
             f"{marker} {run.version}  {run.status:<9}  {quality:<16} {vectors_state:<7} "
-            f"{run.message or ''}".rstrip()
+            f"{ranks_with(run.metrics):<14} {run.message or ''}".rstrip()
         )
+
+
+def ranks_with(metrics: dict[str, Any]) -> str:
+    """Which ranker a version serves with: the learned one when it passed its gate."""
+    ranker = metrics.get("ranker") or {}
+    if ranker.get("status") == "published":
+        return "ranker=learned"
+    return "ranker=blend" if ranker else ""
 
 
 @models_app.command("rollback")

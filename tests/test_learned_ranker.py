@@ -334,3 +334,25 @@ def test_features_of_unknown_candidates_are_missing(recommender: Recommender) ->
     matrix = candidate_features(request, lists, candidates, state.activity, NAMES)
     for name in ("popularity", "age_days", "content_to_likes_max", "category_affinity"):
         assert np.isnan(matrix[0, NAMES.index(name)]), name
+
+
+def test_models_list_says_which_ranker_serves(
+    trained_world: TrainedWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from recsys import config
+    from recsys.cli import app, ranks_with
+
+    monkeypatch.setenv("RECSYS_HOME", str(trained_world.settings.home))
+    monkeypatch.delenv("RECSYS_DATABASE_URL", raising=False)
+    config.get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["models", "list"])
+    finally:
+        config.get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    live = [line for line in result.output.splitlines() if line.startswith("*")]
+    assert len(live) == 1 and "ranker=learned" in live[0]
+    assert ranks_with({"ranker": {"status": "refused", "reason": "x"}}) == "ranker=blend"
+    assert ranks_with({}) == ""
