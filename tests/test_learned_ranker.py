@@ -72,6 +72,21 @@ def _quiet_user(recommender: Recommender, state: ServingState) -> str:
     return str(row[0])
 
 
+def _as_training(state: ServingState) -> ServingState:
+    """The served state read as the training reads it: item activity searched in the log
+    at each moment instead of the table kept for the version's newest event."""
+    return ServingState(
+        version=state.version,
+        trained_at=state.trained_at,
+        index=state.index,
+        models=state.models,
+        catalogue=state.catalogue,
+        reference_dwell=state.reference_dwell,
+        ranker=state.ranker,
+        activity=ActivityByRow(state.activity.log, state.activity.row_codes),  # type: ignore[attr-defined]
+    )
+
+
 def test_the_nightly_run_records_the_ranker_and_its_gate(trained_world: TrainedWorld) -> None:
     with trained_world.store.read() as conn:
         run = list_runs(conn)[0]
@@ -106,17 +121,7 @@ def test_training_and_serving_compute_the_same_features(recommender: Recommender
     finally:
         del model.score
     assert ranked is not None
-    as_training = ServingState(
-        version=state.version,
-        trained_at=state.trained_at,
-        index=state.index,
-        models=state.models,
-        catalogue=state.catalogue,
-        reference_dwell=state.reference_dwell,
-        ranker=state.ranker,
-        # The log searched at the moment, as the training state does.
-        activity=ActivityByRow(state.activity.log, state.activity.row_codes),  # type: ignore[attr-defined]
-    )
+    as_training = _as_training(state)
     trained = user_features(
         recommender.store, recommender.settings, as_training, user, state.trained_at
     )
@@ -132,15 +137,7 @@ def test_events_after_the_moment_change_no_feature(recommender: Recommender) -> 
     """The label events (everything from the moment on) are never in the features."""
     state = _state(recommender)
     user = _quiet_user(recommender, state)
-    as_training = ServingState(
-        version=state.version,
-        trained_at=state.trained_at,
-        index=state.index,
-        models=state.models,
-        catalogue=state.catalogue,
-        reference_dwell=state.reference_dwell,
-        activity=ActivityByRow(state.activity.log, state.activity.row_codes),  # type: ignore[attr-defined]
-    )
+    as_training = _as_training(state)
     moment = state.trained_at - 2 * DAY
     before = user_features(recommender.store, recommender.settings, as_training, user, moment)
     assert before is not None
