@@ -217,12 +217,14 @@ def served_feed_lists(
     timings["train"] = time.perf_counter() - started
     recommender = Recommender.open(store, feed_settings)
     rows: dict[str, dict[str, list[str]]] = {}
-    # The temporal protocol's users are asked as of the start of their held-out events
-    # (each user's "now"); the other protocols' test events have no one start.
+    # Each user is asked at their "now": under the temporal protocol the start of their
+    # held-out events; under the others (test events among the train ones) just after
+    # their latest train event. A dataset spans years, and a user of 2000 asked as of the
+    # newest event of 2018 would see item ages and activity of another era.
     moments: dict[str, float] = (
         split.test.groupby(USER_ID)[TIMESTAMP].min().to_dict()
         if split.protocol == "last_fraction_per_user"
-        else {}
+        else (split.train.groupby(USER_ID)[TIMESTAMP].max() + 1.0).to_dict()
     )
     state = recommender.require_state()
     rankers: list[tuple[str, Ranker | None]] = [("feed", None)]
