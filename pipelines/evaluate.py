@@ -191,13 +191,15 @@ def served_feed_lists(
 ) -> tuple[dict[str, dict[str, list[str]]], dict[str, float], dict[str, Any]]:
     """Lists from the production feed: import train, run the nightly job, call feed().
 
-    Rows: ``feed`` (what the service serves: the learned ranker when it passed its gate,
-    else the blend) and, when the ranker serves, ``blend`` (the hand blend over the same
-    version, for comparison). Also returns the nightly run's ranker metrics.
+    Rows: ``feed`` (what the service serves with these settings) and, when the version has
+    a learned ranker, the other ranker over the same version: ``ranked`` (the learned
+    ranker) when the blend serves, ``blend`` when the ranker does. Also returns the nightly
+    run's ranker metrics.
     """
     from pipelines.ingest import import_frames
     from pipelines.train import train
     from recsys.serving import Recommender
+    from recsys.serving.learned import LearnedRanker
     from recsys.serving.ranking import BlendRanker, Ranker
     from recsys.store import Store
     from recsys.store.engine import make_engine
@@ -229,7 +231,9 @@ def served_feed_lists(
     state = recommender.require_state()
     rankers: list[tuple[str, Ranker | None]] = [("feed", None)]
     if state.ranker is not None:
-        rankers.append(("blend", BlendRanker()))
+        # The other ranker over the same version, for comparison.
+        served_learned = isinstance(recommender.ranker_for(state), LearnedRanker)
+        rankers.append(("blend", BlendRanker()) if served_learned else ("ranked", LearnedRanker()))
     for row, ranker in rankers:
         recommender.ranker = ranker
         started = time.perf_counter()

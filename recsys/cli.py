@@ -265,14 +265,15 @@ def models_list() -> None:
         vectors_state = "vectors" if run.version in available else ""
         typer.echo(
             f"{marker} {run.version}  {run.status:<9}  {quality:<16} {vectors_state:<7} "
-            f"{ranks_with(run.metrics):<14} {run.message or ''}".rstrip()
+            f"{ranks_with(run.metrics, settings.feed.ranker):<14} {run.message or ''}".rstrip()
         )
 
 
-def ranks_with(metrics: dict[str, Any]) -> str:
-    """Which ranker a version serves with: the learned one when it passed its gate."""
+def ranks_with(metrics: dict[str, Any], mode: str) -> str:
+    """Which ranker a version serves with: the learned one when it passed its gate and
+    ``RECSYS_FEED__RANKER=auto``, else the blend."""
     ranker = metrics.get("ranker") or {}
-    if ranker.get("status") == "published":
+    if ranker.get("status") == "published" and mode == "auto":
         return "ranker=learned"
     return "ranker=blend" if ranker else ""
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.config import RankerConfig, Settings
+from recsys.config import FeedConfig, RankerConfig, Settings
 from recsys.events import validate_events
 from recsys.models.activity import DAY, ActivityByRow, ActivityLog
 from recsys.models.ranker import RankerModel
@@ -41,7 +41,9 @@ def trained_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedW
     """The demo world, its ranker published whatever its gate says (on this small world it
     ties the blend), so that the serving path can be checked."""
     world = build_trained_world(
-        tmp_path_factory.mktemp("ranked") / "home", ranker=RankerConfig(margin=-1.0)
+        tmp_path_factory.mktemp("ranked") / "home",
+        ranker=RankerConfig(margin=-1.0),
+        feed=FeedConfig(ranker="auto"),
     )
     yield world
     world.store.dispose()
@@ -342,6 +344,7 @@ def test_models_list_says_which_ranker_serves(
     from recsys.cli import app, ranks_with
 
     monkeypatch.setenv("RECSYS_HOME", str(trained_world.settings.home))
+    monkeypatch.setenv("RECSYS_FEED__RANKER", "auto")
     monkeypatch.delenv("RECSYS_DATABASE_URL", raising=False)
     config.get_settings.cache_clear()
     try:
@@ -351,5 +354,7 @@ def test_models_list_says_which_ranker_serves(
     assert result.exit_code == 0, result.output
     live = [line for line in result.output.splitlines() if line.startswith("*")]
     assert len(live) == 1 and "ranker=learned" in live[0]
-    assert ranks_with({"ranker": {"status": "refused", "reason": "x"}}) == "ranker=blend"
-    assert ranks_with({}) == ""
+    published = {"ranker": {"status": "published"}}
+    assert ranks_with(published, "blend") == "ranker=blend"
+    assert ranks_with({"ranker": {"status": "refused", "reason": "x"}}, "auto") == "ranker=blend"
+    assert ranks_with({}, "auto") == ""
