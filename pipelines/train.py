@@ -37,7 +37,7 @@ from recsys.models.popularity import PopularityModel
 from recsys.rank_training import Holdout, train_ranker
 from recsys.signals import InteractionBuilder, newest_per_user
 from recsys.store import Store, runs
-from recsys.store.catalog import catalogue_updated_through, load_items
+from recsys.store.catalog import catalogue_updated_through, item_revision, load_items
 from recsys.store.events import (
     TRAINING_COLUMNS,
     count_events,
@@ -312,8 +312,10 @@ def _run_stages(
 ) -> None:
     with stages.stage("read"):
         with store.read() as conn:
-            # Items upserted after this are not in the version: the service indexes them
-            # into it when it goes live (see recsys.serving.live.LiveVersion.catch_up).
+            # Items written after this revision are not in the version: every serving
+            # process indexes them into it from the store (recsys.serving.live). Read
+            # before the items, so an item written in between is indexed twice, not missed.
+            catalogue_revision = item_revision(conn)
             catalogue_through = catalogue_updated_through(conn)
             items = load_items(conn)
             newest = float(event_time_range(conn)[1] or 0.0)
@@ -406,6 +408,7 @@ def _run_stages(
             models=list(models),
             data_stats=result.data_stats,
             catalogue_through=catalogue_through,
+            catalogue_revision=catalogue_revision,
         )
         final = release.write_version(
             settings.artifacts_dir,

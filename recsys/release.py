@@ -3,7 +3,7 @@
 A version is two halves that must agree: its artifacts under ``artifacts_dir/<version>/``
 and its vectors in the vector store. The artifacts directory holds::
 
-    manifest.json       format, version, data time, models, data stats, catalogue_through
+    manifest.json       format, version, data time, models, data stats, catalogue revision
     interactions/       the id maps and matrix the models were fitted on
     popularity.npy      the popularity model, aligned with the item id map
     activity.npz        every positive event's (item, time): the learned ranker's item
@@ -61,6 +61,9 @@ class Manifest:
     data_stats: dict[str, Any] = field(default_factory=dict)
     # The newest item update the training run read: later upserts are not in its index.
     catalogue_through: float = math.inf
+    # The catalogue revision it read (recsys.store.catalog.item_revision): items written in
+    # later revisions are not in its index. None in versions trained before revisions.
+    catalogue_revision: int | None = None
     format_version: int = ARTIFACT_FORMAT_VERSION
 
     @property
@@ -75,6 +78,11 @@ class Manifest:
             models=list(payload.get("models", [])),
             data_stats=dict(payload.get("data_stats", {})),
             catalogue_through=float(payload.get("catalogue_through", math.inf)),
+            catalogue_revision=(
+                int(payload["catalogue_revision"])
+                if payload.get("catalogue_revision") is not None
+                else None
+            ),
             format_version=int(payload.get("format_version", ARTIFACT_FORMAT_VERSION)),
         )
 

@@ -1,10 +1,12 @@
 """The lifecycle of model versions in a serving process: load the live version, swap to a
-new one atomically (hot swap), take a retired one back (rollback), and index the items that
-arrived while a version was not the one serving."""
+new one atomically (hot swap), take a retired one back (rollback), and index the items
+written to the store since the serving version's index last took any (by this process or
+another one: several serving processes share one store)."""
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
@@ -12,7 +14,7 @@ from recsys.config import Settings
 from recsys.serving.items import index_items
 from recsys.serving.state import ServingState, load_state
 from recsys.store import Store
-from recsys.store.catalog import load_items
+from recsys.store.catalog import item_revision, load_items
 from recsys.vectors.versions import VectorStore
 
 log = logging.getLogger("recsys.serving")
@@ -29,6 +31,7 @@ class LiveVersion:
         self.index_error: str | None = None
         self._retired: list[ServingState] = []
         self._swap_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
 
     def load(self, version: str) -> ServingState:
         return load_state(self.store, self.settings, self.vectors, version)
@@ -45,29 +48,30 @@ class LiveVersion:
         with self._swap_lock:
             if self.current is not None and self.current.version == live:
                 return False
-            # Items upserted from here on may land in the current state only: they are
-            # indexed into the new one after the swap (see catch_up).
-            loading_since = time.time()
-            # Going back to the version served just before (a rollback): its state is still
-            # open, kept for requests in flight, and an embedded shard opens once per process,
-            # so take that state back instead of opening the version a second time.
             reclaimed = next((old for old in self._retired if old.version == live), None)
             try:
-                if reclaimed is not None:
-                    state = reclaimed
-                    missed_since = reclaimed.retired_at or loading_since
-                else:
-                    state = self.load(live)
-                    # Items upserted while the version trained are missing from it too.
-                    missed_since = min(loading_since, state.catalogue_through)
+                # Going back to the version served just before (a rollback): its state is
+                # still open, kept for requests in flight, and an embedded shard opens once
+                # per process, so take that state back instead of opening it a second time.
+                state = reclaimed if reclaimed is not None else self.load(live)
             except Exception as exc:
                 self.index_error = f"{type(exc).__name__}: {exc}"
                 log.exception("could not load model version %s; keeping the current one", live)
                 return False
+            # The items written since the version was trained (or since the state was
+            # retired): into its index before it serves (the item sync after the
+            # swap takes any written meanwhile).
+            try:
+                self.sync_items(state)
+            except Exception:
+                log.exception(
+                    "could not index the items written since version %s was trained; they "
+                    "are stored, and the next item sync tries again",
+                    state.version,
+                )
             previous, self.current = self.current, state
             state.retired_at = None
             self.index_error = None
-            self.catch_up(state, missed_since)
             # Requests in flight may still hold the previous state; close it one swap later.
             for old in self._retired:
                 if old is not reclaimed:
@@ -78,27 +82,42 @@ class LiveVersion:
             log.info("serving model version %s", live)
             return True
 
-    def catch_up(self, state: ServingState, since: float) -> None:
-        """Index into ``state``, which has just gone live, the items upserted since
-        ``since``: while it was retired, or while it loaded. Those went to the previous
-        state only.
+    def sync_items(self, state: ServingState | None = None) -> int:
+        """Index into ``state`` (the serving one by default) every item written to the store
+        since its index last took any: by this process or any other. Returns how many.
 
-        Runs after the swap: an upsert commits before it picks the state to index into, so
-        one that picked the previous state committed before this read and is found here.
+        Items are read by their store-side revision, handed out in commit order, so an
+        item is never skipped however late its writer committed or whatever its clock said.
+        An item this process indexed at once when it wrote it comes round here again: the
+        second indexing replaces the point with the same one.
         """
-        try:
+        with self._sync_lock:
+            state = state if state is not None else self.current
+            if state is None:
+                return 0
+            if state.items_revision is None:
+                self._start_revisions(state)
             with self.store.read() as conn:
-                # A second of overlap: an upsert racing the swap is indexed twice, never missed.
-                changed = load_items(conn, updated_since=since - 1.0)
-            if not changed.empty:
-                with state.lock:
-                    index_items(state, changed)
-        except Exception:
-            log.exception(
-                "could not index the items upserted during the swap to %s; they are stored "
-                "and go live with the next version or a re-upsert",
-                state.version,
-            )
+                changed = load_items(conn, after_revision=state.items_revision)
+            if changed.empty:
+                return 0
+            with state.lock:
+                index_items(state, changed)
+                state.items_revision = int(changed["revision"].max())
+            return len(changed)
+
+    def _start_revisions(self, state: ServingState) -> None:
+        """A version trained before the store numbered its item writes knows only the time
+        of the newest item it read: index what was written since then (a second of overlap
+        for writers' clocks), then follow revisions."""
+        with self.store.read() as conn:
+            revision = item_revision(conn)
+            since = state.catalogue_through
+            changed = load_items(conn, updated_since=since - 1.0) if math.isfinite(since) else None
+        with state.lock:
+            if changed is not None and not changed.empty:
+                index_items(state, changed)
+            state.items_revision = revision
 
     def close(self) -> None:
         with self._swap_lock:

@@ -102,6 +102,11 @@ class Recommender:
         """Load the live version if it changed. Cheap when nothing changed; thread-safe."""
         return self.live.refresh()
 
+    def sync_items(self) -> int:
+        """Index the items other processes (or this one) wrote since the serving version
+        last looked; returns how many. One indexed range read when there are none."""
+        return self.live.sync_items()
+
     def ready(self) -> dict[str, bool]:
         status = {"store": False, "index": False, "model": self.live.current is not None}
         try:

@@ -38,6 +38,9 @@ class ServingState:
     reference_dwell: float
     # The newest item update the training run read: later upserts are not in its index.
     catalogue_through: float = math.inf
+    # The catalogue revision its index holds every item of: the version's own (None for
+    # versions trained before revisions), then each item sync's (see LiveVersion.sync_items).
+    items_revision: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     # When another version replaced this one (None while it serves).
     retired_at: float | None = None
@@ -100,6 +103,7 @@ def load_state(
         catalogue=catalogue,
         reference_dwell=manifest.reference_dwell,
         catalogue_through=manifest.catalogue_through,
+        items_revision=manifest.catalogue_revision,
         ranker=ranker,
         activity=activity,
     )

@@ -12,7 +12,7 @@ import pandas as pd
 from sqlalchemy import ARRAY, Connection, String, TextualSelect, bindparam, func, select, text
 
 from recsys.events import parse_timestamps
-from recsys.store.schema import MAX_ID_LENGTH, events, items
+from recsys.store.schema import MAX_ID_LENGTH, counters, events, items
 
 ITEM_FIELDS = ("item_id", "title", "text", "tags", "category", "created_at", "duration_seconds")
 
@@ -135,6 +135,9 @@ def upsert_items(
     """Insert new items and update existing ones. Returns (inserted, updated)."""
     if valid.empty:
         return 0, 0
+    # First, so that the transaction holds the counter (and, on SQLite, the write lock)
+    # before it reads anything.
+    revision = next_item_revision(conn)
     updated_at = time.time() if now is None else now
     ids = valid["item_id"].tolist()
     existing = 0
@@ -151,6 +154,7 @@ def upsert_items(
             **{name: row.get(name) for name in ITEM_FIELDS},
             "attributes": {},
             "updated_at": updated_at,
+            "revision": revision,
             # Sent again without the flag, a retired item is back in circulation.
             "retired_at": updated_at if row.get("retired") else None,
         }
@@ -163,10 +167,34 @@ def upsert_items(
     stmt = dialect_insert(items)
     stmt = stmt.on_conflict_do_update(
         index_elements=[items.c.item_id],
-        set_={name: stmt.excluded[name] for name in (*ITEM_FIELDS[1:], "updated_at", "retired_at")},
+        set_={
+            name: stmt.excluded[name]
+            for name in (*ITEM_FIELDS[1:], "updated_at", "retired_at", "revision")
+        },
     )
     conn.execute(stmt, rows)
     return len(rows) - existing, existing
+
+
+def next_item_revision(conn: Connection) -> int:
+    """The revision of the items this transaction writes: the next number of the "items"
+    counter. The counter's row stays locked until the transaction ends (SQLite takes its
+    write lock), so revisions become visible in order, never one before a lower one."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+    stmt = dialect_insert(counters).values(name="items", value=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[counters.c.name], set_={"value": counters.c.value + 1}
+    ).returning(counters.c.value)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def item_revision(conn: Connection) -> int:
+    """The newest committed catalogue revision (0 before the first item write)."""
+    value = conn.execute(select(counters.c.value).where(counters.c.name == "items")).scalar()
+    return int(value) if value is not None else 0
 
 
 def load_items(
@@ -174,17 +202,27 @@ def load_items(
     item_ids: Collection[str] | None = None,
     *,
     updated_since: float | None = None,
+    after_revision: int | None = None,
 ) -> pd.DataFrame:
-    """The catalogue (or the given items, or those upserted since a time) as a DataFrame
-    with the canonical item columns."""
-    query = select(*[items.c[name] for name in ITEM_FIELDS], items.c.retired_at.is_not(None))
+    """The catalogue (or the given items, or those written since a time or after a
+    revision) as a DataFrame with the canonical item columns, plus ``retired`` and the
+    ``revision`` each row was last written in."""
+    query = select(
+        *[items.c[name] for name in ITEM_FIELDS],
+        items.c.retired_at.is_not(None),
+        items.c.revision,
+    )
     if item_ids is not None:
         query = query.where(items.c.item_id.in_(list(item_ids)))
     if updated_since is not None:
         query = query.where(items.c.updated_at >= updated_since)
+    if after_revision is not None:
+        query = query.where(items.c.revision > after_revision)
     frame = pd.DataFrame.from_records(
-        [tuple(row) for row in conn.execute(query)], columns=[*ITEM_FIELDS, "retired"]
+        [tuple(row) for row in conn.execute(query)],
+        columns=[*ITEM_FIELDS, "retired", "revision"],
     )
+    frame["revision"] = frame["revision"].fillna(0).astype(np.int64)
     frame["retired"] = frame["retired"].astype(bool)
     for column in ("created_at", "duration_seconds"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
@@ -228,6 +266,7 @@ def retire_items(conn: Connection, item_ids: Collection[str], *, now: float | No
     wanted = list(dict.fromkeys(item_ids))
     if not wanted:
         return 0
+    revision = next_item_revision(conn)
     stamp = time.time() if now is None else now
     known = {
         row[0]: row[1]
@@ -248,6 +287,7 @@ def retire_items(conn: Connection, item_ids: Collection[str], *, now: float | No
                     "attributes": {},
                     "updated_at": stamp,
                     "retired_at": stamp,
+                    "revision": revision,
                 }
                 for item_id in missing
             ],
@@ -257,7 +297,7 @@ def retire_items(conn: Connection, item_ids: Collection[str], *, now: float | No
         conn.execute(
             items.update()
             .where(items.c.item_id.in_(active))
-            .values(retired_at=stamp, updated_at=stamp)
+            .values(retired_at=stamp, updated_at=stamp, revision=revision)
         )
     return len(active) + len(missing)
 

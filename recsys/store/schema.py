@@ -7,7 +7,7 @@ the microsecond for any date this product will see.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, Float, Index, MetaData, String, Table, Text
+from sqlalchemy import JSON, BigInteger, Column, Float, Index, MetaData, String, Table, Text
 
 from recsys.columns import MAX_EVENT_TYPE_LENGTH, MAX_ID_LENGTH
 
@@ -34,7 +34,22 @@ items = Table(
     # When the item was taken out of circulation (None while it is in): it leaves every
     # feed and similar-items list but stays in the history.
     Column("retired_at", Float(precision=53), nullable=True),
+    # The store-side order of catalogue changes: every transaction that writes items takes
+    # the next number of the "items" counter (see recsys.store.catalog.next_item_revision)
+    # and stamps it on the rows it writes. Serving processes index what is newer than the
+    # revision they have, so no writer's clock or commit delay can hide an item from them.
+    Column("revision", BigInteger, nullable=False, server_default="0"),
     Index(None, "created_at"),
+    Index(None, "revision"),
+)
+
+# Named counters that hand out numbers in commit order: the row's lock is held until the
+# writing transaction ends, so a reader that sees number n has seen every number below it.
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )
 
 users = Table(

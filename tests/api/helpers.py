@@ -82,6 +82,7 @@ class FakeRecommender:
     upserted: list[pd.DataFrame] = field(default_factory=list)
     feeds: list[tuple[str, int, str | None, FeedFilters | None]] = field(default_factory=list)
     refreshes: int = 0
+    syncs: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def feed(
@@ -122,6 +123,11 @@ class FakeRecommender:
         with self.lock:
             self.refreshes += 1
         return False
+
+    def sync_items(self) -> int:
+        with self.lock:
+            self.syncs += 1
+        return 0
 
     def ready(self) -> dict[str, bool]:
         return {"store": True, "index": True, "model": True}

@@ -346,7 +346,9 @@ def test_metrics_expose_latency_source_mix_and_model_version(client: TestClient)
 def test_refresh_runs_in_the_background_and_survives_errors(
     tmp_path: Path, fake: FakeRecommender, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert REFRESH_INTERVAL_SECONDS == 1.0
+    # Swaps and item writes reach every serving process within a second: the interval plus
+    # the work, so the interval itself must leave room.
+    assert REFRESH_INTERVAL_SECONDS <= 0.5
     failures = {"left": 3}
     real_refresh = fake.refresh
 
@@ -365,6 +367,8 @@ def test_refresh_runs_in_the_background_and_survives_errors(
         task = app.state.refresh_task
         assert not task.done()
     assert failures["left"] == 0 and fake.refreshes >= 3
+    # Items are synced on the rounds where the refresh works.
+    assert fake.syncs >= 1
     # The loop ends with the app: cancelled and awaited by the lifespan, not left pending.
     assert task.cancelled()
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pandas as pd
 import pytest
 from sqlalchemy import select
 
 from recsys.store import Store
-from recsys.store.catalog import items_with_any_tag, load_items, upsert_items, validate_items
+from recsys.store.catalog import (
+    item_revision,
+    items_with_any_tag,
+    load_items,
+    retire_items,
+    upsert_items,
+    validate_items,
+)
 from recsys.store.schema import items
 
 
@@ -75,3 +85,42 @@ def test_an_absent_category_loads_as_none_not_nan(store: Store) -> None:
         loaded = load_items(conn).set_index("item_id")["category"].to_dict()
         recent = load_items(conn, updated_since=0.0).set_index("item_id")["category"].to_dict()
     assert loaded == recent == {"with": "jazz", "without": None}
+
+
+def _items(*ids: str) -> pd.DataFrame:
+    return validate_items(pd.DataFrame({"item_id": list(ids), "title": list(ids)})).valid
+
+
+def test_item_writes_take_revisions_in_commit_order(store: Store) -> None:
+    # A serving process indexes the items after the revision it has: a writer that took a
+    # revision and committed late must not be overtaken by a later revision, or a reader
+    # that saw the later one would skip it for good.
+    with store.transaction() as conn:
+        upsert_items(conn, _items("a", "b"))
+    with store.read() as conn:
+        first = item_revision(conn)
+        assert load_items(conn, after_revision=first)["item_id"].tolist() == []
+    assert first >= 1
+    slow_took_revision = threading.Event()
+    commits: list[str] = []
+
+    def slow_writer() -> None:
+        with store.transaction() as conn:
+            upsert_items(conn, _items("slow"))
+            slow_took_revision.set()
+            time.sleep(0.5)
+        commits.append("slow")
+
+    thread = threading.Thread(target=slow_writer)
+    thread.start()
+    assert slow_took_revision.wait(10)
+    with store.transaction() as conn:
+        retire_items(conn, ["a"])  # waits for the slow writer: revisions are serialised
+    commits.append("fast")
+    thread.join()
+    assert commits == ["slow", "fast"]
+    with store.read() as conn:
+        changed = load_items(conn, after_revision=first).set_index("item_id")
+        assert item_revision(conn) == first + 2
+    assert changed["revision"].to_dict() == {"slow": first + 1, "a": first + 2}
+    assert changed.loc["a", "retired"]
