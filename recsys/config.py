@@ -202,6 +202,12 @@ class Settings(BaseSettings):
     # framework) 45 feeds/s at 26 ms of server CPU per feed; 4 threads 63/s at 18 ms;
     # 2 threads 80/s at 14 ms, the same CPU as one request at a time.
     request_threads: int = Field(default=2, ge=1, le=256)
+    # Serving processes behind one port (`recsys serve`); 0 means one per core.
+    serve_workers: int = Field(default=0, ge=0, le=256)
+    # Each process opens a private copy of an embedded (Qdrant Edge) version instead of the
+    # published directory, which a shard allows one process to open. `recsys serve` turns
+    # it on when it runs more than one worker.
+    edge_replicas: bool = False
     # Quality gate: a new model may not be worse than the live one by more than this fraction.
     # 10% because the gate's own noise on a few thousand users is around 5%.
     gate_margin: float = 0.10

@@ -11,15 +11,25 @@ Layout under ``vectors_dir``::
         .lock               held shared by readers, exclusively by the builder and cleanup
     <version>.partial/      a build in progress, or the leftover of one that crashed
     .<name>.deleting/       a directory being removed (renamed first, then deleted)
+    .replicas/<version>.<pid>.<n>/
+                            a serving process's private copy of a version (with
+                            ``replicas=True``), locked by that process while it is open
 
 A build happens entirely inside ``<version>.partial``; only when its data are flushed and the
 marker is written does it get its final name, and only a complete version can become live.
 A crash at any point therefore leaves ``CURRENT`` naming the previous complete version.
+
+An Edge shard opens in one process at a time. Several serving processes on one machine
+therefore each open a replica: a copy of the published version made when they load it and
+removed when they move on (or by the next process to look, if theirs died). Item upserts
+then change the replica only; the published version stays as training wrote it, and the
+store holds the items every process indexes (see ``recsys.serving.live``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import time
@@ -50,6 +60,10 @@ from recsys.vectors.versions import IndexBuild, VectorStore, VersionInfo, check_
 # The index and its filters are importable from here, the backend's module, as well.
 __all__ = ["EdgeIndex", "EdgeStore", "edge_filter"]
 
+REPLICAS_DIR = ".replicas"
+# Tells apart the replicas one process makes of the same version.
+_REPLICA_NUMBERS = itertools.count(1)
+
 
 @dataclass(slots=True)
 class _BuildState:
@@ -73,6 +87,7 @@ class EdgeStore(VectorStore):
         keep: int = 3,
         indexing_threshold_kb: int | None = None,
         hnsw_ef: int | None = None,
+        replicas: bool = False,
     ) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
@@ -81,6 +96,8 @@ class EdgeStore(VectorStore):
         self.keep = keep
         self.indexing_threshold_kb = indexing_threshold_kb
         self.hnsw_ef = hnsw_ef
+        # Open every version as a private copy (several serving processes, one machine).
+        self.replicas = replicas
 
     # -- building -------------------------------------------------------------------------
 
@@ -184,14 +201,71 @@ class EdgeStore(VectorStore):
         return OPEN_VERSIONS.acquire(path, lambda: self._open_shards(version, path))
 
     def _open_shards(self, version: str, path: Path) -> EdgeIndex:
+        # Held shared while open: cleanup leaves a version alone while anyone reads it.
         lock_fd = lock(path / LOCK_FILE, exclusive=False)
         try:
             if self._marker(version) is None:  # removed while we waited for the lock
                 raise FileNotFoundError(f"version {version!r} was removed")
-            return EdgeIndex.open(path, hnsw_ef=self.hnsw_ef, on_close=lambda: os.close(lock_fd))
+            if not self.replicas:
+                return EdgeIndex.open(
+                    path, hnsw_ef=self.hnsw_ef, on_close=lambda: os.close(lock_fd)
+                )
+            replica, replica_fd = self._replicate(version, path)
         except BaseException:
             os.close(lock_fd)
             raise
+
+        def remove_replica() -> None:
+            try:
+                shutil.rmtree(replica, ignore_errors=True)
+            finally:
+                os.close(replica_fd)
+                os.close(lock_fd)
+
+        try:
+            return EdgeIndex.open(replica, hnsw_ef=self.hnsw_ef, on_close=remove_replica)
+        except BaseException:
+            remove_replica()
+            raise
+
+    def _replicate(self, version: str, path: Path) -> tuple[Path, int]:
+        """Copy ``version`` into a replica of this process's own; return it and the fd of
+        its lock, which this process holds until it removes the replica."""
+        replicas = self.root / REPLICAS_DIR
+        with self._store_lock():
+            # Made and locked under the store lock: whoever removes dead replicas holds it
+            # too, so never sees this one unlocked.
+            replicas.mkdir(exist_ok=True)
+            self._remove_dead_replicas()
+            replica = replicas / f"{version}.{os.getpid()}.{next(_REPLICA_NUMBERS)}"
+            replica.mkdir()
+            replica_fd = lock(replica / LOCK_FILE, exclusive=True)
+        try:
+            shutil.copytree(
+                path, replica, ignore=shutil.ignore_patterns(LOCK_FILE), dirs_exist_ok=True
+            )
+        except BaseException:
+            shutil.rmtree(replica, ignore_errors=True)
+            os.close(replica_fd)
+            raise
+        return replica, replica_fd
+
+    def _remove_dead_replicas(self) -> list[str]:
+        """Remove the replicas no process holds (their process died). Under the store lock."""
+        removed: list[str] = []
+        replicas = self.root / REPLICAS_DIR
+        if not replicas.is_dir():
+            return removed
+        for path in replicas.iterdir():
+            fd = try_lock(path / LOCK_FILE) if path.is_dir() else None
+            if fd is None:
+                continue
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                os.close(fd)
+            removed.append(f"{REPLICAS_DIR}/{path.name}")
+        return removed
 
     # -- listing and cleanup --------------------------------------------------------------
 
@@ -234,12 +308,13 @@ class EdgeStore(VectorStore):
         """Nothing is held between calls."""
 
     def _remove_leftovers(self) -> list[str]:
-        """Remove interrupted builds, half-deleted versions and pointer temp files.
+        """Remove interrupted builds, half-deleted versions, dead processes' replicas and
+        pointer temp files.
 
         Must be called under the store lock. A build still running holds its directory's
         lock and is left alone.
         """
-        removed: list[str] = []
+        removed = self._remove_dead_replicas()
         for path in self.root.iterdir():
             name = path.name
             if path.is_dir() and (name.endswith(PARTIAL_SUFFIX) or name.endswith(TRASH_SUFFIX)):

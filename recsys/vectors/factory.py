@@ -37,4 +37,6 @@ def open_vector_store(settings: Settings | None = None) -> VectorStore:
 
     from recsys.vectors.edge import EdgeStore
 
-    return EdgeStore(settings.vectors_dir, keep=settings.keep_versions)
+    return EdgeStore(
+        settings.vectors_dir, keep=settings.keep_versions, replicas=settings.edge_replicas
+    )
