@@ -1,33 +1,37 @@
-"""The HTTP service under load: feeds and event batches through uvicorn, against bare Qdrant Edge.
+"""The HTTP service under load on 1 and 2 (``--workers``) processes, against the in-process
+feed and bare Qdrant Edge.
 
 Same world as ``bench_feed.py`` (demo world, 50k users x 100k items, 2.5M events, trained by
 the real nightly job; ``--home`` keeps and reuses it). In one run:
 
 1. in this process, on the live version: the bare filtered top-20 ``EdgeShard.query``
    (the measured users' vectors, their ~200 consumed ids excluded) and ``Recommender.feed``
-   called one at a time; then everything is closed, since an Edge shard may be open in one
-   process at a time;
-2. the service, ``recsys.api.serve`` in a subprocess on a free loopback port with API keys
-   set (read key for feeds, write key for events), and against it:
+   called one at a time (latency and CPU per feed: the baselines); then everything is
+   closed, since an Edge shard may be open in one process at a time;
+2. for each worker count: ``recsys.api.serve(workers=N)`` in a subprocess on a free
+   loopback port with API keys set, and against it ``GET /v1/users/{id}/feed?limit=20``
+   rotating over the measured users:
 
-   a. ``GET /v1/users/{id}/feed?limit=20`` from ``--clients`` concurrent keep-alive clients
-      (asyncio + one ``httpx.AsyncClient``), cycling over the same users: latency as the
-      client sees it (p50/p95/p99) and feeds/s over the whole run;
-   b. ``POST /v1/events`` with batches of ``--batch`` new events (unique ids, existing users
-      and items, views/likes/skips), from one client and from ``--event-clients``: batch
-      latency and events/s;
+   a. closed loop: ``--clients`` connections through ``wrk`` (a C load generator from the
+      distribution's packages; the Python fallback without it costs more CPU), each sending
+      its next request when the answer comes: the saturation rate;
+   b. open loop at 50 %, 70 % and 80 % of that rate: requests on a fixed schedule, latency
+      counted from the scheduled send (see ``benchmarks/_load.py``);
+   c. the size of each worker's replica of the index and each worker's resident memory;
 
-3. the service stopped, the bare query again (the bare column is the median of both), and
-   the posted events deleted, so a kept world stays as trained.
+3. on the last server, ``POST /v1/events`` with batches of ``--batch`` new events from one
+   client and from ``--event-clients``; then the server stopped, the bare query again (the
+   bare column is the median of both), and the posted events deleted, so a kept world
+   stays as trained.
 
-Every row shows its p50 next to the bare query's p50 and the ratio. The load generator
-shares the machine's cores with the server, so each row also shows the CPU seconds each
-side used and the server's CPU per request; read the rates with the load average printed
-beside them (which counts the server's own busy threads too).
+Every row shows the client's CPU beside the server's (all its processes) and the server's
+CPU per request; the summary gives the scaling from 1 to N workers, the open-loop p99 at
+70 % against the in-process p99, and the server's CPU per HTTP feed against the in-process
+feed's.
 
-    python benchmarks/bench_http.py                       # full world, 32 clients
+    python benchmarks/bench_http.py                       # full world, 1 and 2 workers
     python benchmarks/bench_http.py --quick               # 5k users, 10k items, shorter runs
-    python benchmarks/bench_http.py --home var/bench-world --clients 32 --requests 3000
+    python benchmarks/bench_http.py --home var/bench-world --workers 1 2 4 8
     python benchmarks/bench_http.py --home var/bench-world --server-env OPENBLAS_NUM_THREADS=1
 """
 
@@ -52,6 +56,16 @@ from urllib.parse import quote
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._load import (  # noqa: E402
+    LoadResult,
+    directory_bytes,
+    have_wrk,
+    open_loop,
+    rss_kib,
+    tree_cpu,
+    worker_pids,
+    wrk_closed_loop,
+)
 from benchmarks._machine import describe_machine, load_average, percentiles  # noqa: E402
 from benchmarks.bench_feed import (  # noqa: E402
     FULL,
@@ -65,20 +79,21 @@ from benchmarks.bench_feed import (  # noqa: E402
     world_home,
 )
 
-GOAL_FEED_P99_MS = 30.0
-GOAL_FEEDS_PER_SECOND = 300.0
+GOAL_SCALING = 1.7  # feeds/s of 2 workers over 1 worker, same world and load
+GOAL_OPEN_P99_RATIO = 3.0  # open loop at 70 %: HTTP feed p99 over the in-process feed's p99
+GOAL_CPU_RATIO = 1.15  # server CPU per HTTP feed over the in-process feed's CPU
 GOAL_EVENTS_PER_SECOND = 5_000.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+OPEN_LOOP_SHARES = (0.5, 0.7, 0.8)
 
 
 @dataclass
 class Load:
-    """One load phase as the client saw it."""
+    """An httpx-driven phase (the event batches) as the client saw it."""
 
     name: str
     latencies: list[float] = field(default_factory=list)
     wall: float = 0.0
-    units: int = 0  # feeds or events completed
+    units: int = 0  # events accepted
     errors: int = 0
     client_cpu: float = 0.0
     server_cpu: float = 0.0
@@ -102,36 +117,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process, all its threads included (Linux)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
     base_url: str
     log: Path
+    workers: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     @property
     def cpu(self) -> float:
-        return process_cpu(self.process.pid)
+        return sum(tree_cpu(self.process.pid).values())
 
 
 SERVE = (
     "import sys; from recsys.api import serve; "
-    "serve(host='127.0.0.1', port=int(sys.argv[1]), log_level='warning')"
+    "serve(host='127.0.0.1', port=int(sys.argv[1]), log_level='warning', "
+    "workers=int(sys.argv[2]))"
 )
 
 
 @contextlib.contextmanager
 def running_server(
-    home: Path, keys: str, timeout: float, extra_env: dict[str, str]
+    home: Path, keys: str, timeout: float, extra_env: dict[str, str], workers: int
 ) -> Iterator[Server]:
     import httpx
 
@@ -141,30 +152,37 @@ def running_server(
     env = {**os.environ, **extra_env, "RECSYS_HOME": str(home), "RECSYS_API_KEYS": keys}
     with open(log, "wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-c", SERVE, str(port)],
+            [sys.executable, "-c", SERVE, str(port), str(workers)],
             cwd=home,  # no stray .env from the caller's directory
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
+    server = Server(process, f"http://127.0.0.1:{port}", log, workers)
     try:
         started = time.perf_counter()
-        while True:
+        ready: set[int] = set()
+        # Every worker ready: each answers /readyz for itself, on new connections.
+        while len(ready) < workers:
             if process.poll() is not None:
                 raise SystemExit(f"the server exited ({process.returncode}):\n{_tail(log)}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{server.base_url}/readyz", timeout=5).status_code == 200:
-                    break
+                answer = httpx.get(f"{server.base_url}/readyz", timeout=5)
+                if answer.status_code == 200:
+                    ready.add(int(answer.json()["worker"]))
+                    continue
             if time.perf_counter() - started > timeout:
                 raise SystemExit(f"the server was not ready in {timeout:.0f} s:\n{_tail(log)}")
             time.sleep(0.25)
-        print(f"server: ready in {time.perf_counter() - started:.1f} s on {server.base_url}")
+        print(
+            f"server: {workers} worker(s) ready in {time.perf_counter() - started:.1f} s "
+            f"on {server.base_url}"
+        )
         yield server
     finally:
         process.terminate()
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -230,23 +248,83 @@ async def _drive(
     return [answer for _, answer in timed]
 
 
-def feed_load(server: Server, key: str, users: list[Probe], clients: int, requests: int) -> Load:
-    warmup = 2 * clients
-    jobs = [
-        ("GET", f"/v1/users/{quote(users[i % len(users)].user_id, safe='')}/feed?limit=20", None)
-        for i in range(warmup + requests)
-    ]
-    load = Load(f"HTTP feed, {clients} clients")
-    answers = asyncio.run(
-        _drive(server.base_url, key, clients, jobs, warmup, load, lambda: server.cpu)
+def feed_paths(users: list[Probe]) -> list[str]:
+    return [f"/v1/users/{quote(u.user_id, safe='')}/feed?limit=20" for u in users]
+
+
+def closed_loop(
+    server: Server, key: str, paths: list[str], clients: int, seconds: float
+) -> LoadResult:
+    """The saturation rate: ``clients`` connections that each wait for their answer."""
+    name = f"{server.workers}w closed loop, {clients} conns"
+    if have_wrk():
+        # Warm-up: every worker's caches and connections, not timed.
+        wrk_closed_loop(
+            server.base_url, key, paths, connections=clients, seconds=2, server_pid=server.pid
+        )
+        result = wrk_closed_loop(
+            server.base_url,
+            key,
+            paths,
+            connections=clients,
+            seconds=seconds,
+            server_pid=server.pid,
+            name=name + " (wrk)",
+        )
+    else:
+        print("wrk is not installed (apt-get install wrk): the closed loop runs on httpx")
+        load = Load(name)
+        jobs = [
+            ("GET", paths[i % len(paths)], None) for i in range(2 * clients + int(seconds * 100))
+        ]
+        answers = asyncio.run(
+            _drive(server.base_url, key, clients, jobs, 2 * clients, load, lambda: server.cpu)
+        )
+        ok = sum(status == 200 for status, _ in answers)
+        result = LoadResult(
+            name + " (httpx)",
+            latencies=load.latencies,
+            requests=ok,
+            errors=len(answers) - ok,
+            wall=load.wall,
+            client_cpu=load.client_cpu,
+            server_cpu=load.server_cpu,
+        )
+    result.notes.append(f"load avg {load_average()}")
+    return result
+
+
+def open_loops(
+    server: Server, key: str, paths: list[str], saturation: float, seconds: float
+) -> list[LoadResult]:
+    rows = []
+    for share in OPEN_LOOP_SHARES:
+        rate = share * saturation
+        row = open_loop(
+            server.base_url,
+            key,
+            paths,
+            rate=rate,
+            seconds=seconds,
+            server_pid=server.pid,
+            name=f"{server.workers}w open loop {share:.0%} ({rate:,.0f}/s)",
+        )
+        row.notes.append(f"load avg {load_average()}")
+        rows.append(row)
+    return rows
+
+
+def replicas_and_memory(server: Server, home: Path) -> str:
+    replicas = home / "vectors" / ".replicas"
+    sizes = [directory_bytes(p) for p in replicas.iterdir()] if replicas.is_dir() else []
+    workers = worker_pids(server.pid)
+    rss = ", ".join(f"{rss_kib(pid) / 1024:,.0f}" for pid in workers)
+    copies = (
+        f"{len(sizes)} replica(s) of {max(sizes) / 2**20:,.0f} MiB each"
+        if sizes
+        else "no replicas (one process opens the published version)"
     )
-    ok = [body for status, body in answers if status == 200]
-    load.units = len(ok)
-    load.errors = len(answers) - len(ok)
-    degraded = sum(bool(body.get("degraded")) for body in ok)
-    short = sum(len(body.get("items", [])) < 20 for body in ok)
-    load.notes.append(f"{load.errors} errors, {degraded} degraded, {short} short pages")
-    return load
+    return f"{server.workers} worker(s): {copies}; worker RSS MiB: {rss}"
 
 
 def event_batches(n_batches: int, batch: int, users: int, items: int, tag: str) -> list[Any]:
@@ -348,14 +426,15 @@ def bare_again(world: Any, users: list[Probe], calls: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_world_arguments(parser, "5k users, 10k items, short runs")
-    parser.add_argument("--clients", type=int, default=32, help="concurrent feed clients")
-    parser.add_argument("--requests", type=int, default=None, help="timed feeds (2000; 400)")
+    add_world_arguments(parser, "5k users, 10k items, shorter runs")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts")
+    parser.add_argument("--clients", type=int, default=32, help="closed-loop connections")
+    parser.add_argument("--seconds", type=float, default=None, help="per load row (20; 8)")
     parser.add_argument("--batch", type=int, default=500, help="events per POST")
     parser.add_argument("--event-batches", type=int, default=None, help="per row (60; 20)")
     parser.add_argument("--event-clients", type=int, default=4, help="for the concurrent row")
     parser.add_argument("--bare-calls", type=int, default=None, help="bare queries (500; 200)")
-    parser.add_argument("--feed-calls", type=int, default=None, help="in-process feeds (200; 100)")
+    parser.add_argument("--feed-calls", type=int, default=None, help="in-process feeds (300; 150)")
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     parser.add_argument(
         "--server-env",
@@ -370,44 +449,53 @@ def main() -> None:
     for key in sizes:
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
-    args.requests = args.requests or (400 if args.quick else 2000)
+    args.seconds = args.seconds or (8.0 if args.quick else 20.0)
     args.event_batches = args.event_batches or (20 if args.quick else 60)
     args.bare_calls = args.bare_calls or (200 if args.quick else 500)
-    args.feed_calls = args.feed_calls or (100 if args.quick else 200)
+    args.feed_calls = args.feed_calls or (150 if args.quick else 300)
 
     print(describe_machine())
     read_key, write_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     keys = f"{read_key}:read,{write_key}:write"
+    rows: list[LoadResult] = []
+    saturation: dict[int, float] = {}
+    memory: list[str] = []
+    event_rows: list[Load] = []
     with world_home(args.home, "bench-http-") as home:
         world = prepare_world(home, seed=args.seed, **sizes)
         users, bare_before, feed_in_process = in_process(world, args)
         world.store.dispose()
+        paths = feed_paths(users)
+        print(
+            f"data: {sizes['users']:,} users, {sizes['items']:,} items, {sizes['events']:,} "
+            f"events; {len(users)} measured users rotated over"
+        )
 
-        rows: list[Load] = [feed_in_process]
         extra_env = dict(item.split("=", 1) for item in args.server_env)
         if extra_env:
             print("server environment: " + " ".join(f"{k}={v}" for k, v in extra_env.items()))
-        with running_server(home, keys, args.ready_timeout, extra_env) as server:
-            print(
-                f"feed load: {args.requests} timed requests from {args.clients} clients "
-                f"(after {2 * args.clients} warm-up); load avg {load_average()}"
-            )
-            rows.append(feed_load(server, read_key, users, args.clients, args.requests))
-            tag = secrets.token_hex(4)
-            for clients in (1, args.event_clients):
-                warmup = 2 * clients
-                bodies = event_batches(
-                    warmup + args.event_batches,
-                    args.batch,
-                    sizes["users"],
-                    sizes["items"],
-                    f"{tag}-{clients}",
-                )
-                print(
-                    f"event load: {args.event_batches} timed batches of {args.batch} from "
-                    f"{clients} client(s) (after {warmup} warm-up); load avg {load_average()}"
-                )
-                rows.append(events_load(server, write_key, clients, bodies, args.batch, warmup))
+        tag = secrets.token_hex(4)
+        for n, workers in enumerate(args.workers):
+            with running_server(home, keys, args.ready_timeout, extra_env, workers) as server:
+                closed = closed_loop(server, read_key, paths, args.clients, args.seconds)
+                rows.append(closed)
+                saturation[workers] = closed.rate
+                rows.extend(open_loops(server, read_key, paths, closed.rate, args.seconds))
+                memory.append(replicas_and_memory(server, home))
+                if n < len(args.workers) - 1:
+                    continue
+                for clients in (1, args.event_clients):
+                    warmup = 2 * clients
+                    bodies = event_batches(
+                        warmup + args.event_batches,
+                        args.batch,
+                        sizes["users"],
+                        sizes["items"],
+                        f"{tag}-{clients}",
+                    )
+                    event_rows.append(
+                        events_load(server, write_key, clients, bodies, args.batch, warmup)
+                    )
         bare_after = bare_again(world, users, args.bare_calls)
         removed = remove_events(world.store, f"bench-{tag}-")
         print(f"removed the {removed:,} events this run posted, so the world stays as trained")
@@ -416,68 +504,80 @@ def main() -> None:
     before = {k: v * 1e3 for k, v in percentiles(bare_before).items()}
     after = {k: v * 1e3 for k, v in percentiles(bare_after).items()}
     bare = {k: statistics.median([before[k], after[k]]) for k in before}
+    inproc = feed_in_process.ms()
+    inproc_cpu_ms = 1e3 * feed_in_process.client_cpu / max(len(feed_in_process.latencies), 1)
     print(
         f"\nbare EdgeShard.query top-20, 200-ish ids excluded, one caller (ms): "
-        f"before p50 {before['p50']:.3f} p99 {before['p99']:.3f}; "
-        f"after p50 {after['p50']:.3f} p99 {after['p99']:.3f}; "
-        f"used: p50 {bare['p50']:.3f} p99 {bare['p99']:.3f} "
-        f"(= {1e3 / bare['p50']:,.0f} queries/s on one core)"
+        f"p50 {bare['p50']:.3f} p99 {bare['p99']:.3f} (before/after the servers: "
+        f"{before['p50']:.3f}/{after['p50']:.3f})"
     )
     print(
-        f"\n  {'what':<40}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'rate':>18}"
-        f"{'bare p50':>10}{'p50/bare':>10}{'CPU client/server s':>22}{'CPU ms/req':>12}"
-        "  load avg"
+        f"in-process Recommender.feed, one caller (ms): p50 {inproc['p50']:.2f} "
+        f"p95 {inproc['p95']:.2f} p99 {inproc['p99']:.2f}; CPU {inproc_cpu_ms:.2f} ms per feed"
+    )
+    print(
+        f"\n  {'feeds over HTTP':<42}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'feeds/s':>9}"
+        f"{'p99/in-proc':>12}{'CPU client/server s':>22}{'server ms/feed':>15}{'/in-proc':>9}"
     )
     for row in rows:
         p = row.ms()
-        unit = "feeds/s" if "feed" in row.name else "events/s"
-        server_cpu = f"{row.server_cpu:.1f}" if row.server_cpu else "-"
-        cpu = f"{row.client_cpu:.1f} / {server_cpu} in {row.wall:.1f}"
-        per_request = 1e3 * (row.server_cpu or row.client_cpu) / max(len(row.latencies), 1)
+        cpu = f"{row.client_cpu:.1f} / {row.server_cpu:.1f} in {row.wall:.0f}"
+        per_feed = row.server_ms_per_request()
         print(
-            f"  {row.name:<40}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}"
-            f"{row.rate:>10,.0f} {unit:<7}{bare['p50']:>10.3f}{p['p50'] / bare['p50']:>9.0f}x"
-            f"{cpu:>22}{per_request:>12.1f}  {row.load}"
+            f"  {row.name:<42}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}{row.rate:>9,.0f}"
+            f"{p['p99'] / inproc['p99']:>11.1f}x{cpu:>22}{per_feed:>15.2f}"
+            f"{per_feed / inproc_cpu_ms:>8.2f}x"
         )
     for row in rows:
-        if row.notes:
-            print(f"  {row.name}: {'; '.join(row.notes)}")
+        print(f"  {row.name}: {'; '.join(row.notes)}")
+    for line in memory:
+        print(f"  {line}")
+    if event_rows:
+        print(f"\n  {'events over HTTP':<42}{'p50 ms':>9}{'p99 ms':>9}{'events/s':>10}")
+        for load in event_rows:
+            p = load.ms()
+            print(f"  {load.name:<42}{p['p50']:>9.1f}{p['p99']:>9.1f}{load.rate:>10,.0f}")
+            print(f"    {'; '.join(load.notes)}")
 
-    print(
-        "  (CPU ms/req: the server's CPU per request, all threads, or this process's for the "
-        "in-process row)"
-    )
-    feed = rows[1]
-    best_events = max(rows[2:], key=lambda r: r.rate)
-    if feed.server_cpu and feed.units:
-        per_feed = 1e3 * feed.server_cpu / len(feed.latencies)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    print()
+    by_workers = {int(r.name.split("w", 1)[0]): r for r in rows if "closed" in r.name}
+    if 1 in by_workers and 2 in by_workers:
+        ratio = saturation[2] / saturation[1]
+        verdict = "met" if ratio >= GOAL_SCALING else "MISSED"
         print(
-            f"  at {per_feed:.1f} ms of server CPU per feed, {cores} free core(s) would serve at "
-            f"most about {cores * 1e3 / per_feed:,.0f} feeds/s (one core: {1e3 / per_feed:,.0f})"
+            f"goal 2 workers >= {GOAL_SCALING:g}x the feeds/s of 1: {verdict} "
+            f"({saturation[1]:,.0f} -> {saturation[2]:,.0f} feeds/s, {ratio:.2f}x)"
         )
-    print(
-        f"\nHTTP feed / in-process feed p50: {feed.ms()['p50'] / feed_in_process.ms()['p50']:.1f}x "
-        f"({args.clients} concurrent clients against one worker process)"
-    )
-    for goal, ok, got in (
-        (
-            f"feed p99 <= {GOAL_FEED_P99_MS:g} ms",
-            feed.ms()["p99"] <= GOAL_FEED_P99_MS,
-            f"{feed.ms()['p99']:.1f} ms",
-        ),
-        (
-            f">= {GOAL_FEEDS_PER_SECOND:g} feeds/s",
-            feed.rate >= GOAL_FEEDS_PER_SECOND,
-            f"{feed.rate:,.0f} feeds/s",
-        ),
-        (
-            f">= {GOAL_EVENTS_PER_SECOND:,.0f} events/s",
-            best_events.rate >= GOAL_EVENTS_PER_SECOND,
-            f"{best_events.rate:,.0f} events/s, {best_events.name}",
-        ),
-    ):
-        print(f"goal {goal}: {'met' if ok else 'MISSED'} ({got})")
+    for workers in saturation:
+        if workers > 2:
+            print(
+                f"  {workers} workers: {saturation[workers]:,.0f} feeds/s "
+                f"({saturation[workers] / saturation[min(saturation)]:.2f}x)"
+            )
+    for row in rows:
+        if "open loop 70%" in row.name:
+            ratio = row.ms()["p99"] / inproc["p99"]
+            verdict = "met" if ratio <= GOAL_OPEN_P99_RATIO else "MISSED"
+            print(
+                f"goal open loop at 70 %: HTTP p99 <= {GOAL_OPEN_P99_RATIO:g}x in-process p99: "
+                f"{verdict} ({row.name}: {row.ms()['p99']:.1f} ms vs {inproc['p99']:.1f} ms, "
+                f"{ratio:.1f}x)"
+            )
+        if "open loop 50%" in row.name:
+            ratio = row.server_ms_per_request() / inproc_cpu_ms
+            verdict = "met" if ratio <= GOAL_CPU_RATIO else "MISSED"
+            print(
+                f"goal server CPU per HTTP feed <= {GOAL_CPU_RATIO:g}x in-process: {verdict} "
+                f"({row.name}: {row.server_ms_per_request():.2f} vs {inproc_cpu_ms:.2f} ms, "
+                f"{ratio:.2f}x)"
+            )
+    if event_rows:
+        best = max(event_rows, key=lambda r: r.rate)
+        verdict = "met" if best.rate >= GOAL_EVENTS_PER_SECOND else "MISSED"
+        print(
+            f"goal >= {GOAL_EVENTS_PER_SECOND:,.0f} events/s: {verdict} "
+            f"({best.rate:,.0f} events/s, {best.name})"
+        )
 
 
 if __name__ == "__main__":

@@ -512,13 +512,27 @@ def serve(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Serving processes on the port; 0 = one per core. Default: setting."
+        ),
+    ] = None,
 ) -> None:
-    """Run the HTTP service (feed, similar items, events, items, health, metrics)."""
-    from recsys.api.server import InsecureBindError
+    """Run the HTTP service (feed, similar items, events, items, health, metrics) on one
+    process per core, or as many as --workers says."""
+    from recsys.api.server import InsecureBindError, check_bind, worker_count
     from recsys.api.server import serve as run_server
 
+    settings = get_settings()
+    count = worker_count(workers, settings)
     try:
-        run_server(host=host, port=port, settings=get_settings())
+        check_bind(host, settings)
+        typer.echo(
+            f"recsys: serving on http://{host}:{port} with {count} worker{'s' * (count > 1)}; "
+            f"API reference at http://{host}:{port}/docs"
+        )
+        run_server(host=host, port=port, settings=settings, workers=count)
     except InsecureBindError as exc:
         raise _fail(str(exc)) from exc
 

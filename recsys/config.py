@@ -202,6 +202,9 @@ class Settings(BaseSettings):
     # framework) 45 feeds/s at 26 ms of server CPU per feed; 4 threads 63/s at 18 ms;
     # 2 threads 80/s at 14 ms, the same CPU as one request at a time.
     request_threads: int = Field(default=2, ge=1, le=256)
+    # uvicorn's line per request. Off by default: /metrics counts every request by route
+    # and status, and the log line costs CPU on the hot path.
+    access_log: bool = False
     # Serving processes behind one port (`recsys serve`); 0 means one per core.
     serve_workers: int = Field(default=0, ge=0, le=256)
     # Each process opens a private copy of an embedded (Qdrant Edge) version instead of the

@@ -1,13 +1,20 @@
-"""Prometheus metrics, one registry per app (so several apps in one process never collide)."""
+"""Prometheus metrics, one registry per app (so several apps in one process never collide).
+
+Under several workers (``recsys serve --workers N``) every worker writes its counters to
+files in one directory, named by ``PROMETHEUS_MULTIPROC_DIR``, and a scrape of any worker
+adds up all of them (prometheus_client's multiprocess mode): one scrape sees the service.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -65,7 +72,18 @@ class ApiMetrics:
             "Hot swaps to a newly published model version.",
             registry=self.registry,
         )
-        self.registry.register(_ModelInfo(model_version))
+        self.model_info = _ModelInfo(model_version)
+        self.registry.register(self.model_info)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of this process, or of every worker when they share a
+        metrics directory (the model version is the answering worker's)."""
+        if not os.environ.get(METRICS_DIR_ENV):
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(self.model_info)
+        return generate_latest(registry)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.request_seconds.labels(method, route, str(status)).observe(seconds)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 
 from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from recsys.api.auth import require_read
 from recsys.api.metrics import ApiMetrics
@@ -37,7 +38,8 @@ async def healthz() -> HealthOut:
 )
 def readyz(request: Request) -> JSONResponse:
     """200 when the store and the vector index answer and a model is loaded, else 503.
-    Open: no API key needed."""
+    Open: no API key needed. Under several workers, the one that took the connection
+    answers for itself (``worker``)."""
     recommender: Recommender | None = request.app.state.recommender
     checks = {"store": False, "index": False, "model": False}
     if recommender is not None:
@@ -50,6 +52,8 @@ def readyz(request: Request) -> JSONResponse:
         ready=not failing,
         checks=checks,
         detail="ready" if not failing else "not ready: " + ", ".join(failing),
+        model_version=recommender.model_version if recommender is not None else None,
+        worker=os.getpid(),
     )
     return JSONResponse(body.model_dump(), status_code=503 if failing else 200)
 
@@ -67,7 +71,7 @@ def readyz(request: Request) -> JSONResponse:
 )
 def metrics(request: Request) -> Response:
     """Request latency per route, the feed source mix and the model version. Read scope."""
-    return Response(generate_latest(metrics_of(request).registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics_of(request).exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def freeze_heap() -> None:

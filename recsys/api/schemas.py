@@ -459,6 +459,12 @@ class ReadyOut(BaseModel):
         description="store: the database answers; index: the vector index answers; "
         "model: a model version is loaded."
     )
+    model_version: str | None = Field(
+        default=None, description="The version this worker serves (null before the first)."
+    )
+    worker: int = Field(
+        description="The answering worker's process id: each worker answers for itself."
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -467,6 +473,8 @@ class ReadyOut(BaseModel):
                     "detail": "ready",
                     "ready": True,
                     "checks": {"store": True, "index": True, "model": True},
+                    "model_version": "20261205-031500",
+                    "worker": 4242,
                 }
             ]
         }

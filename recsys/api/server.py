@@ -1,15 +1,28 @@
-"""``serve()``: run the API under uvicorn, refusing an unauthenticated public bind."""
+"""``serve()``: run the API under uvicorn, on one process or several behind one port,
+refusing an unauthenticated public bind."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
+from recsys.api.metrics import METRICS_DIR_ENV
 from recsys.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("recsys.api")
 
 LOOPBACK_NAMES = frozenset({"localhost"})
+# The settings of the worker processes, as JSON (see worker_app).
+SETTINGS_ENV = "RECSYS_WORKER_SETTINGS"
 
 
 class InsecureBindError(RuntimeError):
@@ -39,31 +52,91 @@ def check_bind(host: str, settings: Settings) -> None:
     )
 
 
+def worker_count(requested: int | None, settings: Settings) -> int:
+    """How many serving processes: as requested, else the setting, else one per core."""
+    count = requested if requested is not None else settings.serve_workers
+    if count < 0:
+        raise ValueError(f"workers must be 0 (one per core) or more, got {count}")
+    return count or os.cpu_count() or 1
+
+
+def worker_app() -> FastAPI:
+    """One worker's app, made with the settings the supervisor was given (workers are
+    fresh interpreters: they inherit the environment, not objects)."""
+    from recsys.api.app import create_app
+
+    return create_app(Settings.model_validate_json(os.environ[SETTINGS_ENV]))
+
+
+@contextlib.contextmanager
+def _worker_environment(settings: Settings) -> Iterator[None]:
+    """What the worker processes inherit: their settings, with replicas of the embedded
+    index (a shard opens in one process only), and a directory where every worker writes
+    its metrics, which any worker's /metrics adds up. Undone when the service stops."""
+    saved = {name: os.environ.get(name) for name in (SETTINGS_ENV, METRICS_DIR_ENV)}
+    metrics_dir = tempfile.mkdtemp(prefix="recsys-metrics-")
+    try:
+        replicas = not settings.qdrant_url
+        os.environ[SETTINGS_ENV] = settings.model_copy(
+            # Absolute, whatever directory a worker starts in.
+            update={
+                "edge_replicas": replicas or settings.edge_replicas,
+                "home": settings.home.resolve(),
+            }
+        ).model_dump_json()
+        os.environ[METRICS_DIR_ENV] = metrics_dir
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     settings: Settings | None = None,
     *,
+    workers: int | None = None,
     log_level: str = "info",
 ) -> None:
-    """Serve the API until interrupted. Raises InsecureBindError (before binding anything)
-    when no API keys are configured and ``host`` is not loopback."""
+    """Serve the API until interrupted (SIGINT or SIGTERM: requests in flight finish,
+    then every process stops). Raises InsecureBindError (before binding anything) when no
+    API keys are configured and ``host`` is not loopback.
+
+    With more than one worker a supervisor owns the listening socket and runs that many
+    processes on it, each with its own replica of the embedded index, restarting any that
+    dies.
+    """
     import uvicorn
 
     from recsys.api.app import create_app
 
     settings = settings or get_settings()
     check_bind(host, settings)
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        # One worker, always: the embedded Qdrant Edge shard (the default vector backend) may
-        # be opened by one process only, and each worker would be a process of its own.
+    count = worker_count(workers, settings)
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": settings.access_log,
+        "server_header": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if count == 1:
         # Requests still run concurrently in the worker's thread pool.
-        workers=1,
-        log_level=log_level,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
+        uvicorn.run(create_app(settings), workers=1, **common)
+        return
+    with _worker_environment(settings):
+        uvicorn.run(
+            "recsys.api.server:worker_app",
+            factory=True,
+            workers=count,
+            # A worker loading a model version can keep the GIL for seconds (the embedded
+            # index does not release it): give its health check room before a restart.
+            timeout_worker_healthcheck=60,
+            **common,
+        )

@@ -184,11 +184,11 @@ def next_item_revision(conn: Connection) -> int:
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-    stmt = dialect_insert(counters).values(name="items", value=1)
-    stmt = stmt.on_conflict_do_update(
+    first = dialect_insert(counters).values(name="items", value=1)
+    take = first.on_conflict_do_update(
         index_elements=[counters.c.name], set_={"value": counters.c.value + 1}
     ).returning(counters.c.value)
-    return int(conn.execute(stmt).scalar_one())
+    return int(conn.execute(take).scalar_one())
 
 
 def item_revision(conn: Connection) -> int:

@@ -20,7 +20,9 @@ import pytest
 import uvicorn
 
 from recsys.api import InsecureBindError, serve
-from recsys.api.server import is_loopback
+from recsys.api.metrics import METRICS_DIR_ENV
+from recsys.api.server import SETTINGS_ENV, is_loopback
+from recsys.config import Settings
 from tests.api.helpers import API_KEYS, READ_KEY, WRITE_KEY, bearer, settings_for
 
 
@@ -50,7 +52,7 @@ def test_no_keys_on_loopback_starts_with_a_warning(
     host: str,
 ) -> None:
     caplog.set_level(logging.WARNING)
-    serve(host=host, port=8123, settings=settings_for(tmp_path / "home"))
+    serve(host=host, port=8123, settings=settings_for(tmp_path / "home"), workers=1)
     assert uvicorn_runs[0]["host"] == host and uvicorn_runs[0]["port"] == 8123
     assert uvicorn_runs[0]["workers"] == 1
     assert "no API keys configured" in caplog.text
@@ -61,6 +63,39 @@ def test_with_keys_any_address_is_allowed(
 ) -> None:
     serve(host="0.0.0.0", port=8000, settings=settings_for(tmp_path / "home", api_keys=API_KEYS))
     assert uvicorn_runs[0]["host"] == "0.0.0.0"
+
+
+def test_workers_default_to_one_per_core_and_get_the_given_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def run(app: object, **kwargs: Any) -> None:
+        # What a worker process would build its app from, read while the service runs.
+        seen.append({"app": app, **kwargs, "metrics_dir": os.environ[METRICS_DIR_ENV]})
+        seen[-1]["settings"] = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    monkeypatch.delenv(METRICS_DIR_ENV, raising=False)
+    settings = settings_for(
+        tmp_path / "home", api_keys=API_KEYS, feed={"candidates_per_source": 77}
+    )
+    serve(port=8000, settings=settings)
+    (run_args,) = seen
+    assert run_args["app"] == "recsys.api.server:worker_app" and run_args["factory"]
+    assert run_args["workers"] == 3
+    worker_settings = run_args["settings"]
+    assert worker_settings.feed.candidates_per_source == 77 and worker_settings.api_keys == API_KEYS
+    # Each worker opens its own copy of the embedded index.
+    assert worker_settings.edge_replicas and worker_settings.home == (tmp_path / "home")
+    # Nothing is left behind: the metrics directory and the variables go with the service.
+    assert not Path(run_args["metrics_dir"]).exists()
+    assert METRICS_DIR_ENV not in os.environ and SETTINGS_ENV not in os.environ
+    serve(port=8000, settings=settings, workers=2)
+    assert seen[-1]["workers"] == 2
+    with pytest.raises(ValueError, match="workers"):
+        serve(port=8000, settings=settings, workers=-1)
 
 
 def test_is_loopback() -> None:
@@ -90,9 +125,11 @@ def server(
         "RECSYS_HOME": str(root / "home"),
         "RECSYS_API_KEYS": API_KEYS,
         "RECSYS_MAX_BODY_BYTES": "2048",
+        # Off by default; on here to show that a logged request never carries its key.
+        "RECSYS_ACCESS_LOG": "true",
     }
     process = subprocess.Popen(
-        [sys.executable, "-c", f"from recsys.api import serve; serve(port={port})"],
+        [sys.executable, "-c", f"from recsys.api import serve; serve(port={port}, workers=1)"],
         cwd=root,  # no stray .env file
         env=env,
         stdout=subprocess.PIPE,

@@ -1,6 +1,6 @@
 """The real service in its own process, for the reliability tests (and the soak benchmark).
 
-``start_service`` runs ``recsys.api.serve`` (uvicorn, one worker) on a free loopback port
+``start_service`` runs ``recsys.api.serve`` (one worker unless told) on a free loopback port
 with the given environment, waits until ``/readyz`` answers 200 and returns a handle; the
 server's output goes to a log file, never to a pipe that could fill up and stall it.
 """
@@ -71,6 +71,7 @@ def start_service(
     env: dict[str, str] | None = None,
     ready_timeout: float = 180.0,
     log_level: str = "warning",
+    workers: int = 1,
 ) -> Service:
     """``recsys.api.serve`` on 127.0.0.1 over ``home`` (and ``database_url`` if given)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,7 @@ def start_service(
     log = workdir / f"service-{port}.log"
     code = (
         "from recsys.api import serve; "
-        f"serve(host='127.0.0.1', port={port}, log_level={log_level!r})"
+        f"serve(host='127.0.0.1', port={port}, log_level={log_level!r}, workers={workers})"
     )
     with open(log, "wb") as out:
         process = subprocess.Popen(
@@ -118,6 +119,19 @@ def stop_service(service: Service, timeout: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             service.process.kill()
             service.process.wait()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The living (not zombie) processes whose parent is ``pid``, from ``/proc``."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            children.append(int(stat.parent.name))
+    return sorted(children)
 
 
 def rss_kib(pid: int) -> int:

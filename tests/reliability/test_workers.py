@@ -1,0 +1,242 @@
+"""``recsys serve --workers 2``: a supervisor and two worker processes behind one port,
+each with its own replica of the embedded index, sharing one store.
+
+What one worker is told (an item written, a version activated) must reach the other
+within a second; a worker killed with SIGKILL is replaced while the other keeps answering;
+SIGTERM stops every process and leaves no replica behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from recsys.config import Settings
+from recsys.store import open_store
+from recsys.store.catalog import upsert_items, validate_items
+from tests.reliability.service import (
+    READ_KEY,
+    WRITE_KEY,
+    Service,
+    bearer,
+    child_pids,
+    copy_home,
+    start_service,
+    stop_service,
+)
+
+pytestmark = pytest.mark.slow
+
+# The promise: a write or an activation on one worker is served by every worker within this.
+PROPAGATION_SECONDS = 1.0
+
+
+def worker_pids(service: Service) -> list[int]:
+    """The supervisor's worker processes (not multiprocessing's resource tracker)."""
+    pids = []
+    for pid in child_pids(service.pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            pids.append(pid)
+    return pids
+
+
+def pinned_clients(service: Service, workers: int) -> dict[int, httpx.Client]:
+    """One keep-alive client per worker: a connection stays with the worker that took it,
+    so new connections are opened until each worker has one."""
+    clients: dict[int, httpx.Client] = {}
+    for _ in range(400):
+        client = httpx.Client(base_url=service.base, timeout=30, headers=bearer(WRITE_KEY))
+        pid = client.get("/readyz").json()["worker"]
+        if pid in clients:
+            client.close()
+        else:
+            clients[pid] = client
+        if len(clients) == workers:
+            return clients
+    for client in clients.values():
+        client.close()
+    raise AssertionError(f"only workers {sorted(clients)} took connections")
+
+
+def clone_version(home: Path, version: str, clone: str) -> None:
+    """A second complete version, the same models under another name (what a second
+    training run would publish), so activation can switch between two."""
+    shutil.copytree(home / "models" / version, home / "models" / clone)
+    manifest = home / "models" / clone / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": clone}))
+    shutil.copytree(home / "vectors" / version, home / "vectors" / clone)
+    marker = home / "vectors" / clone / "VERSION.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "version": clone}))
+
+
+def similar_ids(client: httpx.Client, item_id: str) -> list[str] | None:
+    response = client.get(f"/v1/items/{item_id}/similar", params={"limit": 5})
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    return [item["item_id"] for item in response.json()["items"]]
+
+
+def seconds_until_every_worker_has(clients: dict[int, httpx.Client], item_id: str) -> float:
+    started = time.monotonic()
+    waiting = dict(clients)
+    while waiting and time.monotonic() - started < 10:
+        for pid, client in list(waiting.items()):
+            if similar_ids(client, item_id):
+                del waiting[pid]
+        time.sleep(0.02)
+    assert not waiting, f"workers {sorted(waiting)} never served {item_id}"
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def two_workers(
+    world_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Service, Path]]:
+    root = tmp_path_factory.mktemp("workers")
+    home = copy_home(world_template, root / "home")
+    service = start_service(home, root / "run", workers=2)
+    try:
+        yield service, home
+    finally:
+        stop_service(service)
+
+
+def test_both_workers_answer_from_replicas_of_the_live_version(
+    two_workers: tuple[Service, Path],
+) -> None:
+    service, home = two_workers
+    clients = pinned_clients(service, 2)
+    assert sorted(clients) == worker_pids(service)
+    live = (home / "vectors" / "CURRENT").read_text().strip()
+    for client in clients.values():
+        ready = client.get("/readyz").json()
+        assert ready["ready"] and ready["model_version"] == live
+        feed = client.get("/v1/users/demo-user-0001/feed", params={"limit": 5})
+        assert feed.status_code == 200 and len(feed.json()["items"]) == 5
+        client.close()
+    # One private copy each, named by the worker that holds it; the published one untouched.
+    replicas = sorted(p.name for p in (home / "vectors" / ".replicas").iterdir())
+    assert replicas == sorted(f"{live}.{pid}.1" for pid in clients)
+
+
+def test_an_item_written_anywhere_is_served_by_every_worker_within_a_second(
+    two_workers: tuple[Service, Path],
+) -> None:
+    service, home = two_workers
+    clients = pinned_clients(service, 2)
+    writer, reader = list(clients.values())
+    through_api = f"worker-item-{uuid.uuid4().hex[:8]}"
+    assert similar_ids(reader, through_api) is None and similar_ids(writer, through_api) is None
+    item = {
+        "title": "Late night jazz piano",
+        "text": "a quiet piano trio recorded live",
+        "tags": ["jazz", "piano"],
+        "category": "music",
+    }
+    assert writer.put(f"/v1/items/{through_api}", json=item).status_code == 200
+    assert similar_ids(writer, through_api)  # the writing worker indexed it at once
+    assert seconds_until_every_worker_has(clients, through_api) <= PROPAGATION_SECONDS
+
+    # Written to the store by another program (an import), not through any worker.
+    imported = f"imported-item-{uuid.uuid4().hex[:8]}"
+    settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
+    store = open_store(settings)
+    try:
+        frame = pd.DataFrame([{"item_id": imported, **item, "title": "Imported piano"}])
+        with store.transaction() as conn:
+            upsert_items(conn, validate_items(frame).valid)
+    finally:
+        store.dispose()
+    assert seconds_until_every_worker_has(clients, imported) <= PROPAGATION_SECONDS
+    for client in clients.values():
+        client.close()
+
+
+def test_an_activation_on_one_worker_reaches_the_other_within_a_second(
+    two_workers: tuple[Service, Path],
+) -> None:
+    service, home = two_workers
+    live = (home / "vectors" / "CURRENT").read_text().strip()
+    clone = f"{live}-clone"
+    clone_version(home, live, clone)
+    clients = pinned_clients(service, 2)
+    first, second = list(clients.values())
+    for target, via, other in ((clone, first, second), (live, second, first)):
+        response = via.post(f"/v1/models/{target}/activate")
+        assert response.status_code == 200 and response.json()["model_version"] == target
+        started = time.monotonic()
+        while other.get("/readyz").json()["model_version"] != target:
+            assert time.monotonic() - started < 10, "the other worker never swapped"
+            time.sleep(0.02)
+        assert time.monotonic() - started <= PROPAGATION_SECONDS
+    for client in clients.values():
+        client.close()
+
+
+def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(
+    two_workers: tuple[Service, Path],
+) -> None:
+    service, home = two_workers
+    before = worker_pids(service)
+    assert len(before) == 2
+    victim, survivor = before
+    os.kill(victim, signal.SIGKILL)
+    failures: list[str] = []
+    answered: set[int] = set()
+    started = time.monotonic()
+    # New connections only: the victim held none of them, so none may fail.
+    while time.monotonic() - started < 120:
+        try:
+            response = httpx.get(
+                f"{service.base}/v1/users/demo-user-0002/feed", headers=bearer(READ_KEY), timeout=30
+            )
+            ready = httpx.get(f"{service.base}/readyz", timeout=30)
+        except httpx.TransportError as exc:
+            failures.append(repr(exc))
+            continue
+        if response.status_code != 200:
+            failures.append(f"{response.status_code} {response.text[:200]}")
+        if ready.status_code == 200:
+            answered.add(ready.json()["worker"])
+        if len(answered - {victim, survivor}) >= 1 and survivor in answered:
+            break
+    assert failures == []
+    assert victim not in answered
+    replacement = answered - {victim, survivor}
+    assert len(replacement) == 1 and sorted(worker_pids(service)) == sorted(
+        replacement | {survivor}
+    )
+    # The dead worker's replica was removed by the one that replaced it.
+    replicas = [p.name for p in (home / "vectors" / ".replicas").iterdir()]
+    assert not [name for name in replicas if f".{victim}." in name]
+
+
+def test_sigterm_stops_every_process_and_leaves_no_replica(
+    world_template: Path, tmp_path: Path
+) -> None:
+    home = copy_home(world_template, tmp_path / "home")
+    service = start_service(home, tmp_path / "run", workers=2)
+    workers = worker_pids(service)
+    assert len(workers) == 2
+    assert len(list((home / "vectors" / ".replicas").iterdir())) == 2
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(timeout=60) == 0
+    assert [pid for pid in workers if Path(f"/proc/{pid}").exists()] == []
+    assert list((home / "vectors" / ".replicas").iterdir()) == []
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{service.base}/healthz", timeout=2)
