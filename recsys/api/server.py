@@ -107,9 +107,9 @@ def serve(
     then every process stops). Raises InsecureBindError (before binding anything) when no
     API keys are configured and ``host`` is not loopback.
 
-    With more than one worker a supervisor owns the listening socket and runs that many
-    processes on it, each with its own replica of the embedded index, restarting any that
-    dies.
+    With more than one worker a supervisor (``recsys.api.workers``) runs that many
+    processes, each accepting on a socket of its own on the port and serving from its own
+    replica of the embedded index, and restarts any that dies.
     """
     import uvicorn
 
@@ -130,8 +130,10 @@ def serve(
         # Requests still run concurrently in the worker's thread pool.
         uvicorn.run(create_app(settings), workers=1, **common)
         return
+    from recsys.api.workers import WorkerSupervisor
+
     with _worker_environment(settings):
-        uvicorn.run(
+        config = uvicorn.Config(
             "recsys.api.server:worker_app",
             factory=True,
             workers=count,
@@ -140,3 +142,7 @@ def serve(
             timeout_worker_healthcheck=60,
             **common,
         )
+        supervisor = WorkerSupervisor(config, count)
+        supervisor.run()
+    if supervisor.failed:
+        raise RuntimeError("a worker failed to start (its log is above); the service stopped")
