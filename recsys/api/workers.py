@@ -20,7 +20,6 @@ import logging
 import signal
 import socket
 import threading
-from dataclasses import dataclass
 from types import FrameType
 
 from uvicorn.config import STARTUP_FAILURE, Config
@@ -48,12 +47,6 @@ def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
-@dataclass
-class _Worker:
-    process: Process
-    sock: socket.socket
-
-
 class WorkerSupervisor:
     """Runs ``workers`` copies of the app in ``config`` on ``config.host:config.port``."""
 
@@ -62,22 +55,23 @@ class WorkerSupervisor:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.config = config
         self.count = workers
-        self.workers: list[_Worker] = []
+        self.workers: list[Process] = []
         self.should_exit = threading.Event()
         self.failed = False
 
-    def _start_worker(self) -> _Worker:
+    def _start_worker(self) -> Process:
         sock = listening_socket(self.config.host, self.config.port, self.config.backlog)
-        if self.config.port == 0:  # the first socket chose the port: the others share it
-            self.config.port = int(sock.getsockname()[1])
-        process = Process(self.config, [sock])
-        process.start()
-        return _Worker(process, sock)
-
-    def _stop_worker(self, worker: _Worker) -> None:
-        # Closing its socket resets the connections queued on it and not yet accepted:
-        # they were the dead worker's. New ones go to the other workers' sockets.
-        worker.sock.close()
+        try:
+            if self.config.port == 0:  # the first socket chose the port: the others share it
+                self.config.port = int(sock.getsockname()[1])
+            process = Process(self.config, [sock])
+            process.start()
+        finally:
+            # The worker holds the only copy: when it dies the kernel closes the socket at
+            # once and sends new connections to the other workers' sockets (only those
+            # already queued on it, the dead worker's, are reset).
+            sock.close()
+        return process
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s: stopping every worker", signal.Signals(signum).name)
@@ -102,10 +96,9 @@ class WorkerSupervisor:
                 self._replace_dead_workers()
         finally:
             for worker in self.workers:
-                worker.process.terminate()
+                worker.terminate()
             for worker in self.workers:
-                worker.process.join()
-                self._stop_worker(worker)
+                worker.join()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -113,21 +106,20 @@ class WorkerSupervisor:
         for position, worker in enumerate(self.workers):
             if self.should_exit.is_set():
                 return
-            if worker.process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+            if worker.is_alive(timeout=self.config.timeout_worker_healthcheck):
                 continue
-            worker.process.kill()  # hung rather than dead: make sure
-            worker.process.join()
-            self._stop_worker(worker)
-            if worker.process.exitcode == STARTUP_FAILURE:
+            worker.kill()  # hung rather than dead: make sure
+            worker.join()
+            if worker.exitcode == STARTUP_FAILURE:
                 # It failed before serving (the app, the store or the index is broken):
                 # every replacement would fail the same way.
-                log.error("worker %s failed to start; stopping the service", worker.process.pid)
+                log.error("worker %s failed to start; stopping the service", worker.pid)
                 self.failed = True
                 self.should_exit.set()
                 return
             log.warning(
                 "worker %s exited (code %s); starting another",
-                worker.process.pid,
-                worker.process.exitcode,
+                worker.pid,
+                worker.exitcode,
             )
             self.workers[position] = self._start_worker()

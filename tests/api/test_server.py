@@ -22,6 +22,7 @@ import uvicorn
 from recsys.api import InsecureBindError, serve
 from recsys.api.metrics import METRICS_DIR_ENV
 from recsys.api.server import SETTINGS_ENV, is_loopback
+from recsys.api.workers import WorkerSupervisor, listening_socket
 from recsys.config import Settings
 from tests.api.helpers import API_KEYS, READ_KEY, WRITE_KEY, bearer, settings_for
 
@@ -61,7 +62,8 @@ def test_no_keys_on_loopback_starts_with_a_warning(
 def test_with_keys_any_address_is_allowed(
     tmp_path: Path, uvicorn_runs: list[dict[str, Any]]
 ) -> None:
-    serve(host="0.0.0.0", port=8000, settings=settings_for(tmp_path / "home", api_keys=API_KEYS))
+    settings = settings_for(tmp_path / "home", api_keys=API_KEYS)
+    serve(host="0.0.0.0", port=8000, settings=settings, workers=1)
     assert uvicorn_runs[0]["host"] == "0.0.0.0"
 
 
@@ -70,12 +72,20 @@ def test_workers_default_to_one_per_core_and_get_the_given_settings(
 ) -> None:
     seen: list[dict[str, Any]] = []
 
-    def run(app: object, **kwargs: Any) -> None:
+    def run(supervisor: WorkerSupervisor) -> None:
         # What a worker process would build its app from, read while the service runs.
-        seen.append({"app": app, **kwargs, "metrics_dir": os.environ[METRICS_DIR_ENV]})
-        seen[-1]["settings"] = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+        config = supervisor.config
+        seen.append(
+            {
+                "app": config.app,
+                "factory": config.factory,
+                "workers": supervisor.count,
+                "metrics_dir": os.environ[METRICS_DIR_ENV],
+                "settings": Settings.model_validate_json(os.environ[SETTINGS_ENV]),
+            }
+        )
 
-    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setattr(WorkerSupervisor, "run", run)
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
     monkeypatch.delenv(METRICS_DIR_ENV, raising=False)
     settings = settings_for(
@@ -86,7 +96,8 @@ def test_workers_default_to_one_per_core_and_get_the_given_settings(
     assert run_args["app"] == "recsys.api.server:worker_app" and run_args["factory"]
     assert run_args["workers"] == 3
     worker_settings = run_args["settings"]
-    assert worker_settings.feed.candidates_per_source == 77 and worker_settings.api_keys == API_KEYS
+    assert worker_settings.feed.candidates_per_source == 77
+    assert worker_settings.api_keys == API_KEYS
     # Each worker opens its own copy of the embedded index.
     assert worker_settings.edge_replicas and worker_settings.home == (tmp_path / "home")
     # Nothing is left behind: the metrics directory and the variables go with the service.
@@ -96,6 +107,19 @@ def test_workers_default_to_one_per_core_and_get_the_given_settings(
     assert seen[-1]["workers"] == 2
     with pytest.raises(ValueError, match="workers"):
         serve(port=8000, settings=settings, workers=-1)
+
+
+def test_worker_sockets_share_the_port_and_answer_without_nagle_delays() -> None:
+    first = listening_socket("127.0.0.1", 0, 16)
+    port = first.getsockname()[1]
+    second = listening_socket("127.0.0.1", port, 16)
+    try:
+        assert second.getsockname()[1] == port
+        # A TCP socket by protocol, so asyncio turns Nagle off on what it accepts.
+        assert first.proto == socket.IPPROTO_TCP
+    finally:
+        first.close()
+        second.close()
 
 
 def test_is_loopback() -> None:
