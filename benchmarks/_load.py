@@ -278,24 +278,41 @@ def open_loop(
         opened = 0
         in_flight: set[asyncio.Task[None]] = set()
 
+        async def connect() -> _Connection | None:
+            nonlocal opened
+            if opened >= max_connections:
+                return None
+            opened += 1
+            try:
+                return _Connection(*await asyncio.open_connection(host, port))
+            except OSError:
+                opened -= 1
+                raise
+
         async def one(n: int, scheduled: float) -> None:
             nonlocal opened
-            connection = idle.pop() if idle else None
-            try:
+            reused = bool(idle)
+            connection = idle.pop() if idle else await connect()
+            for attempt in range(2):
                 if connection is None:
-                    if opened >= max_connections:
-                        statuses[n] = -1
-                        return
-                    opened += 1
-                    connection = _Connection(*await asyncio.open_connection(host, port))
-                statuses[n] = await connection.exchange(requests[n % len(requests)])
-                result.latencies[n] = time.perf_counter() - scheduled
-                idle.append(connection)
-            except (OSError, asyncio.IncompleteReadError, ValueError):
-                statuses[n] = -1
-                if connection is not None:
+                    statuses[n] = -1
+                    return
+                try:
+                    statuses[n] = await connection.exchange(requests[n % len(requests)])
+                    result.latencies[n] = time.perf_counter() - scheduled
+                    idle.append(connection)
+                    return
+                except (OSError, asyncio.IncompleteReadError, ValueError):
                     connection.writer.close()
                     opened -= 1
+                    # A keep-alive connection the server closed while it sat idle (as any
+                    # HTTP client does, send once more on a new one); a new one failing is
+                    # an error.
+                    if not reused or attempt:
+                        statuses[n] = -1
+                        return
+                    reused = False
+                    connection = await connect()
 
         started = time.perf_counter()
         for n in range(total):

@@ -299,6 +299,9 @@ def open_loops(
 ) -> list[LoadResult]:
     rows = []
     for share in OPEN_LOOP_SHARES:
+        # The closed loop's last requests (or the previous row's) are still being answered
+        # after their clients left: let the server drain before the schedule starts.
+        time.sleep(3)
         rate = share * saturation
         row = open_loop(
             server.base_url,

@@ -1,16 +1,16 @@
 """Soak: a steady mix of feed reads and event writes against the real service, over loopback.
 
 Builds the demo world (``--scale``, default 1: 1,000 users, 2,000 items, 100,000 events),
-imports and trains it, starts ``recsys.api.serve`` (uvicorn, one worker) in a process of its
-own, then sends ``--rate`` requests a second for ``--seconds`` seconds: 80 % feed pages of
-random users (some of them new), 20 % batches of ``--batch`` events. Arrivals follow a fixed
-schedule (an open loop): a slow answer does not slow the offered load down, up to
-``--concurrency`` requests in flight.
+imports and trains it, starts ``recsys.api.serve`` with ``--workers`` processes (default one
+per core) in a process tree of its own, then sends ``--rate`` requests a second for
+``--seconds`` seconds: 80 % feed pages of random users (some of them new), 20 % batches of
+``--batch`` events. Arrivals follow a fixed schedule (an open loop): a slow answer does not
+slow the offered load down, up to ``--concurrency`` requests in flight.
 
 It prints the machine, the data size, the achieved rate, the errors (any non-200 answer, any
 transport error, any degraded feed: there must be none), p50/p95/p99 latency per kind, and
-the service's resident memory (VmRSS) at the start of the load and at its end, with the
-growth (the goal is at most 10 %). Before the service starts, the same run times two
+each worker's resident memory (VmRSS) at the start of the load and at its end, with the
+growth (the goal is at most 10 % per worker). Before the service starts, the same run times two
 baselines on the same world: the bare filtered Qdrant Edge top-20 query (as in
 ``bench_feed.py``) and ``Recommender.feed`` in process, one caller; each latency row shows
 its p50 against both.
@@ -18,6 +18,7 @@ its p50 against both.
     python benchmarks/bench_soak.py                   # 60 s at 200 requests/s, scale 1
     python benchmarks/bench_soak.py --quick           # 15 s, scale 0.3
     python benchmarks/bench_soak.py --seconds 300 --rate 300
+    python benchmarks/bench_soak.py --workers 1
 
 The exit status is non-zero when any request failed.
 """
@@ -44,19 +45,13 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
+from benchmarks._load import rss_kib, tree_cpu, worker_pids  # noqa: E402
 from benchmarks._machine import describe_machine, load_average, percentiles  # noqa: E402
 
 WRITE_KEY = "bench-soak-write-key-6f1d2c9a"
 FEED_SHARE = 0.8
 NEW_USER_SHARE = 0.05
 EVENT_TYPES = ("like", "skip", "view", "dislike", "play")
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def free_port() -> int:
@@ -109,7 +104,9 @@ def count_rows(home: Path) -> dict[str, int]:
         store.dispose()
 
 
-def start_service(home: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+def start_service(
+    home: Path, workdir: Path, workers: int
+) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
     env.update(
@@ -118,17 +115,25 @@ def start_service(home: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], s
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
     )
     log = workdir / "service.log"
-    code = f"from recsys.api import serve; serve(port={port}, log_level='warning')"
+    code = (
+        f"from recsys.api import serve; serve(port={port}, log_level='warning', workers={workers})"
+    )
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-c", code], cwd=workdir, env=env, stdout=out, stderr=out
         )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
+    ready: set[int] = set()
     while True:
         try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return process, base, log
+            answer = httpx.get(f"{base}/readyz", timeout=2)
+            if answer.status_code == 200:
+                # Each worker answers for itself: wait until every one has.
+                ready.add(int(answer.json()["worker"]))
+                if len(ready) == workers:
+                    return process, base, log
+                continue
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
@@ -266,7 +271,7 @@ async def soak(
             task.add_done_callback(tasks.discard)
             now = time.perf_counter() - started
             if now >= next_sample:
-                rss_samples.append((now, rss_kib(pid)))
+                rss_samples.append((now, sum(rss_kib(w) for w in worker_pids(pid))))
                 next_sample += 5.0
         if tasks:
             await asyncio.gather(*tasks)
@@ -283,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight (64)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--quick", action="store_true", help="15 s over a scale 0.3 world")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="serving processes (cores)"
+    )
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else (15.0 if args.quick else 60.0)
     scale = args.scale if args.scale is not None else (0.3 if args.quick else 1.0)
@@ -291,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"load     : {seconds:.0f} s at {args.rate:.0f} requests/s offered, "
         f"{FEED_SHARE:.0%} feeds / {1 - FEED_SHARE:.0%} batches of {args.batch} events, "
-        f"up to {args.concurrency} in flight, over loopback",
+        f"up to {args.concurrency} in flight, over loopback, {args.workers} worker(s)",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
@@ -314,12 +322,13 @@ def main(argv: list[str] | None = None) -> int:
             f"({baseline['users']:.0f} users, same world, before the service starts)",
             flush=True,
         )
-        process, base, service_log = start_service(home, root)
+        process, base, service_log = start_service(home, root, args.workers)
         try:
             users = [f"demo-user-{n:04d}" for n in range(1, int(built["users"]) + 1)]
             items = [f"demo-item-{n:05d}" for n in range(1, int(built["items"]) + 1)]
             traffic = Traffic(args.seed, users, items, args.batch)
-            ready_rss = rss_kib(process.pid)
+            workers = worker_pids(process.pid)
+            ready_rss = {pid: rss_kib(pid) for pid in workers}
             # Warm-up: first requests build caches a steady state already has.
             with httpx.Client(base_url=base, timeout=60) as http:
                 for user in users[:50]:
@@ -327,14 +336,14 @@ def main(argv: list[str] | None = None) -> int:
                         f"/v1/users/{user}/feed",
                         headers={"Authorization": f"Bearer {WRITE_KEY}"},
                     )
-            start_rss = rss_kib(process.pid)
+            start_rss = {pid: rss_kib(pid) for pid in workers}
             samples: list[tuple[float, int]] = []
             cpu_before = os.times()
             results, elapsed = asyncio.run(
                 soak(base, seconds, args.rate, args.concurrency, traffic, process.pid, samples)
             )
-            end_rss = rss_kib(process.pid)
-            service_cpu = service_cpu_seconds(process.pid)
+            end_rss = {pid: rss_kib(pid) for pid in workers}
+            service_cpu = sum(tree_cpu(process.pid).values())
             alive = process.poll() is None
         finally:
             stop_service(process)
@@ -365,14 +374,17 @@ def main(argv: list[str] | None = None) -> int:
             f"p50 {p['p50'] / baseline['bare p50']:.0f}x bare query, "
             f"{p['p50'] / baseline['feed p50']:.1f}x in-process feed"
         )
-    growth = (end_rss - start_rss) / start_rss * 100
+    growths = {}
+    for pid in start_rss:
+        growths[pid] = (end_rss[pid] - start_rss[pid]) / start_rss[pid] * 100
+        print(
+            f"rss      : worker {pid}: {start_rss[pid] / 1024:.1f} MiB at the start of the load "
+            f"({ready_rss[pid] / 1024:.1f} MiB when ready), {end_rss[pid] / 1024:.1f} MiB at "
+            f"the end: {growths[pid]:+.1f} % (goal <= 10 %)"
+        )
+    growth = max(growths.values())
     trend = ", ".join(f"{t:.0f}s {kib / 1024:.0f}" for t, kib in samples)
-    print(
-        f"rss      : {start_rss / 1024:.1f} MiB at the start of the load "
-        f"({ready_rss / 1024:.1f} MiB when ready), {end_rss / 1024:.1f} MiB at the end: "
-        f"{growth:+.1f} % (goal <= 10 %)"
-    )
-    print(f"rss MiB  : {trend}")
+    print(f"rss MiB  : all workers together: {trend}")
     print(
         f"cpu      : service {service_cpu:.1f} s, load generator {client_cpu:.1f} s; "
         f"load avg at the end {load_average()}"
@@ -380,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = [
         f"rate {'met' if done / elapsed >= 0.98 * args.rate else 'NOT met'}",
         f"errors {'none' if not failed else 'PRESENT'}",
-        f"rss growth {'within' if growth <= 10 else 'ABOVE'} 10 %",
+        f"rss growth {'within' if growth <= 10 else 'ABOVE'} 10 % in every worker",
         "service alive" if alive else "service DIED",
     ]
     print("verdict  : " + ", ".join(verdicts))
@@ -419,11 +431,6 @@ def in_process_baseline(home: Path, built: dict[str, float], calls: int = 300) -
         "feed p50": statistics.median(feed),
         "users": float(len(users)),
     }
-
-
-def service_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
