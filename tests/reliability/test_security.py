@@ -30,6 +30,7 @@ from tests.reliability.service import (
     WRITE_KEY,
     Service,
     bearer,
+    child_pids,
     clean_env,
     copy_home,
     free_port,
@@ -45,13 +46,15 @@ LISTEN = "0A"
 
 
 def listening_sockets(pid: int, port: int) -> list[tuple[str, str]]:
-    """(family, address) of every socket of process ``pid`` listening on ``port``."""
+    """(family, address) of every socket listening on ``port`` held by process ``pid`` or
+    its children (the workers of ``recsys serve``, one socket each)."""
     inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[len("socket:[") : -1])
+    for member in [pid, *child_pids(pid)]:
+        for fd in Path(f"/proc/{member}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:[") : -1])
     found = []
     for family in ("tcp", "tcp6"):
         table = Path(f"/proc/net/{family}")
@@ -114,7 +117,8 @@ def test_recsys_serve_listens_on_loopback_only_by_default(
 ) -> None:
     service, port, _ = cli_service
     sockets = listening_sockets(service.pid, port)
-    assert sockets == [("tcp", "127.0.0.1")], sockets
+    # One per worker (a socket each on the same port), every one on loopback.
+    assert sockets and set(sockets) == {("tcp", "127.0.0.1")}, sockets
     assert httpx.get(f"{service.base}/healthz", timeout=10).status_code == 200
     others = local_addresses()
     for address in others:
