@@ -116,7 +116,6 @@ class LoadResult:
     wall: float = 0.0
     client_cpu: float = 0.0
     server_cpu: float = 0.0
-    offered_rate: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -268,9 +267,7 @@ def open_loop(
     host, port = url.hostname or "127.0.0.1", url.port or 80
     requests = [_request_bytes(url.netloc, p, key) for p in paths]
     total = max(1, int(rate * seconds))
-    result = LoadResult(
-        name or f"open loop at {rate:,.0f}/s", offered_rate=rate, latencies=[0.0] * total
-    )
+    result = LoadResult(name or f"open loop at {rate:,.0f}/s", latencies=[0.0] * total)
     statuses: list[int] = [0] * total
 
     async def run() -> None:

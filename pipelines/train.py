@@ -37,7 +37,7 @@ from recsys.models.popularity import PopularityModel
 from recsys.rank_training import Holdout, train_ranker
 from recsys.signals import InteractionBuilder, newest_per_user
 from recsys.store import Store, runs
-from recsys.store.catalog import catalogue_updated_through, item_revision, load_items
+from recsys.store.catalog import item_revision, load_items
 from recsys.store.events import (
     TRAINING_COLUMNS,
     count_events,
@@ -316,7 +316,6 @@ def _run_stages(
             # process indexes them into it from the store (recsys.serving.live). Read
             # before the items, so an item written in between is indexed twice, not missed.
             catalogue_revision = item_revision(conn)
-            catalogue_through = catalogue_updated_through(conn)
             items = load_items(conn)
             newest = float(event_time_range(conn)[1] or 0.0)
         # Retired items' events stay in training unless the settings say otherwise.
@@ -407,7 +406,6 @@ def _run_stages(
             trained_at=newest,
             models=list(models),
             data_stats=result.data_stats,
-            catalogue_through=catalogue_through,
             catalogue_revision=catalogue_revision,
         )
         final = release.write_version(

@@ -59,7 +59,8 @@ class Manifest:
     trained_at: float
     models: list[str]
     data_stats: dict[str, Any] = field(default_factory=dict)
-    # The newest item update the training run read: later upserts are not in its index.
+    # Versions trained before revisions: the newest item update the run read (later
+    # upserts are not in its index). Newer versions leave it at inf and give the revision.
     catalogue_through: float = math.inf
     # The catalogue revision it read (recsys.store.catalog.item_revision): items written in
     # later revisions are not in its index. None in versions trained before revisions.

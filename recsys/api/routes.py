@@ -56,7 +56,8 @@ log = logging.getLogger("recsys.api")
 
 
 def _item_out(item: FeedItem) -> FeedItemOut:
-    return FeedItemOut(
+    """The recommender's own typed values: built without a second validation."""
+    return FeedItemOut.model_construct(
         item_id=item.item_id,
         score=float(item.score),
         sources=[str(s) for s in item.sources],
@@ -115,15 +116,7 @@ def _feed_json(
     # validated again (FeedOut stays the documented schema).
     out = FeedOut.model_construct(
         user_id=page.user_id,
-        items=[
-            FeedItemOut.model_construct(
-                item_id=item.item_id,
-                score=float(item.score),
-                sources=[str(s) for s in item.sources],
-                reason=item.reason,
-            )
-            for item in page.items
-        ],
+        items=[_item_out(item) for item in page.items],
         model_version=page.model_version,
         next_cursor=page.next_cursor,
         degraded=page.degraded,

@@ -36,7 +36,7 @@ class ServingState:
     models: dict[str, Any]
     catalogue: Catalogue
     reference_dwell: float
-    # The newest item update the training run read: later upserts are not in its index.
+    # Versions trained before revisions: the newest item update the run read (inf after).
     catalogue_through: float = math.inf
     # The catalogue revision its index holds every item of: the version's own (None for
     # versions trained before revisions), then each item sync's (see LiveVersion.sync_items).

@@ -254,12 +254,6 @@ def items_with_any_tag(dialect: str, tags: Collection[str]) -> TextualSelect:
     return statement.columns(item_id=String)
 
 
-def catalogue_updated_through(conn: Connection) -> float:
-    """The newest ``updated_at`` in the catalogue (0 when it is empty)."""
-    newest = conn.execute(select(func.max(items.c.updated_at))).scalar()
-    return float(newest) if newest is not None else 0.0
-
-
 def retire_items(conn: Connection, item_ids: Collection[str], *, now: float | None = None) -> int:
     """Take items out of circulation; return how many were in it. An item known only from
     events gets a catalogue row, retired, so the next training leaves it out too."""
