@@ -789,3 +789,24 @@ def test_item_to_item_neighbours_and_its_live_source(
     assert any("item2item" in i.breakdown for i in page.items)
     for item in page.items:
         assert item.score == pytest.approx(sum(item.breakdown.values()), abs=1e-4)
+
+
+def test_items_another_process_writes_are_indexed_once_by_the_sync(
+    recommender: Recommender, trained_world: TrainedWorld
+) -> None:
+    from recsys.store.catalog import upsert_items
+
+    recommender.sync_items()  # items earlier tests wrote through this process come round
+    assert recommender.sync_items() == 0  # nothing written since the last look
+    anchor = trained_world.items.loc[trained_world.items["category"] == "travel"].iloc[2]
+    written = {**anchor.to_dict(), "item_id": "written-by-another-worker", "created_at": 1.9e9}
+    # Straight into the store, as another serving process would: this one learns of it
+    # only through the revision counter.
+    with trained_world.store.transaction() as conn:
+        upsert_items(conn, validate_items(pd.DataFrame([written])).valid)
+    similar = recommender.similar(anchor["item_id"], kind="content", limit=10)
+    assert "written-by-another-worker" not in [i.item_id for i in similar]
+    assert recommender.sync_items() == 1
+    similar = recommender.similar(anchor["item_id"], kind="content", limit=10)
+    assert "written-by-another-worker" in [i.item_id for i in similar]
+    assert recommender.sync_items() == 0
