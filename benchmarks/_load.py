@@ -74,6 +74,15 @@ def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(seconds - before.get(member, 0.0) for member, seconds in after.items())
 
 
+def cpu_shares(before: dict[int, float], after: dict[int, float]) -> str:
+    """Each busy process's share of the tree's CPU between two snapshots, largest first: an
+    uneven split between workers means the kernel gave one of them most connections."""
+    used = {member: seconds - before.get(member, 0.0) for member, seconds in after.items()}
+    total = sum(used.values()) or 1.0
+    busy = sorted((seconds for seconds in used.values() if seconds / total >= 0.02), reverse=True)
+    return " / ".join(f"{100 * seconds / total:.0f} %" for seconds in busy)
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of a process (VmRSS), 0 if it is gone."""
     try:
@@ -269,6 +278,7 @@ def open_loop(
     total = max(1, int(rate * seconds))
     result = LoadResult(name or f"open loop at {rate:,.0f}/s", latencies=[0.0] * total)
     statuses: list[int] = [0] * total
+    peak_connections = [0]
 
     async def run() -> None:
         idle: list[_Connection] = []
@@ -280,6 +290,7 @@ def open_loop(
             if opened >= max_connections:
                 return None
             opened += 1
+            peak_connections[0] = max(peak_connections[0], opened)
             try:
                 return _Connection(*await asyncio.open_connection(host, port))
             except OSError:
@@ -328,11 +339,16 @@ def open_loop(
     client_before = time.process_time()
     server_before = tree_cpu(server_pid)
     asyncio.run(run())
-    result.server_cpu = cpu_between(server_before, tree_cpu(server_pid))
+    server_after = tree_cpu(server_pid)
+    result.server_cpu = cpu_between(server_before, server_after)
     result.client_cpu = time.process_time() - client_before
     ok = [status == 200 for status in statuses]
     result.latencies = [t for t, good in zip(result.latencies, ok, strict=True) if good]
     result.requests = sum(ok)
     result.errors = total - result.requests
     result.notes.append(f"{result.errors} errors of {total} sent")
+    result.notes.append(
+        f"{peak_connections[0]} connection(s) at most; server CPU by process "
+        f"{cpu_shares(server_before, server_after)}"
+    )
     return result
