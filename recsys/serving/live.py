@@ -97,15 +97,16 @@ class LiveVersion:
                 return 0
             if state.items_revision is None:
                 self._start_revisions(state)
+            known = state.items_revision or 0  # set by _start_revisions when it was None
             with self.store.read() as conn:
                 # The counter is taken in the same transaction as the items it numbers, so
                 # a committed revision at or below ours means nothing new: one scalar read
                 # per tick instead of an item query, which several times a second in every
                 # worker would cost more CPU than the feeds of a quiet hour.
                 committed = item_revision(conn)
-                if committed <= state.items_revision:
+                if committed <= known:
                     return 0
-                changed = load_items(conn, after_revision=state.items_revision)
+                changed = load_items(conn, after_revision=known)
             newest = max(committed, int(changed["revision"].max()) if not changed.empty else 0)
             with state.lock:
                 if not changed.empty:
