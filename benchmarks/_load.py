@@ -69,15 +69,21 @@ def tree_cpu(pid: int) -> dict[int, float]:
     return out
 
 
+def cpu_by_process(before: dict[int, float], after: dict[int, float]) -> dict[int, float]:
+    """CPU each process of the tree used between two snapshots (a process started in
+    between counts whole)."""
+    return {member: seconds - before.get(member, 0.0) for member, seconds in after.items()}
+
+
 def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU the tree used between two snapshots (a process started in between counts whole)."""
-    return sum(seconds - before.get(member, 0.0) for member, seconds in after.items())
+    """CPU the tree used between two snapshots."""
+    return sum(cpu_by_process(before, after).values())
 
 
 def cpu_shares(before: dict[int, float], after: dict[int, float]) -> str:
     """Each busy process's share of the tree's CPU between two snapshots, largest first: an
     uneven split between workers means the kernel gave one of them most connections."""
-    used = {member: seconds - before.get(member, 0.0) for member, seconds in after.items()}
+    used = cpu_by_process(before, after)
     total = sum(used.values()) or 1.0
     busy = sorted((seconds for seconds in used.values() if seconds / total >= 0.02), reverse=True)
     return " / ".join(f"{100 * seconds / total:.0f} %" for seconds in busy)
