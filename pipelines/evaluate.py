@@ -217,7 +217,8 @@ def served_feed_lists(
     started = time.perf_counter()
     run = train(store, feed_settings, force=True)
     timings["train"] = time.perf_counter() - started
-    recommender = Recommender.open(store, feed_settings)
+    # Replays of the past: nothing is shown to anyone, so nothing is recorded.
+    recommender = Recommender.open(store, feed_settings, record_impressions=False)
     rows: dict[str, dict[str, list[str]]] = {}
     # Each user is asked at their "now": under the temporal protocol the start of their
     # held-out events; under the others (test events among the train ones) just after

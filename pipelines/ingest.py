@@ -28,7 +28,7 @@ import pandas as pd
 from sqlalchemy import Connection
 from tqdm import tqdm
 
-from recsys.columns import EVENT_ID, ITEM_ID, USER_ID
+from recsys.columns import EVENT_ID, FEED_ID, ITEM_ID, USER_ID
 from recsys.config import Settings
 from recsys.events import ValidatedEvents, validate_events
 from recsys.store import Store
@@ -378,7 +378,7 @@ def _has_lone_surrogate(value: object) -> bool:
     return False
 
 
-ID_COLUMNS = frozenset((EVENT_ID, USER_ID, ITEM_ID))
+ID_COLUMNS = frozenset((EVENT_ID, USER_ID, ITEM_ID, FEED_ID))
 
 
 def _records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:

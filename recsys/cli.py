@@ -36,6 +36,10 @@ users_app = typer.Typer(help="Erase a user's data.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 items_app = typer.Typer(help="Take items out of circulation.", no_args_is_help=True)
 app.add_typer(items_app, name="items")
+experiments_app = typer.Typer(
+    help="Start, stop and report A/B experiments (one runs at a time).", no_args_is_help=True
+)
+app.add_typer(experiments_app, name="experiments")
 
 log = logging.getLogger("recsys")
 
@@ -337,11 +341,102 @@ def items_retire(item_ids: list[str]) -> None:
     typer.echo(f"retired {retired} item(s); {len(wanted) - retired} were retired already")
 
 
+@experiments_app.command("start")
+def experiments_start(
+    name: str,
+    variants: Annotated[
+        str,
+        typer.Option(
+            help='The variants as JSON, e.g. \'[{"name": "a", "share": 0.5}, '
+            '{"name": "b", "share": 0.5, "ranker": "popularity"}]\'.'
+        ),
+    ],
+) -> None:
+    """Start experiment NAME; running services follow within a second."""
+    from recsys.experiments import ExperimentConflict, InvalidExperiment, start_experiment
+    from recsys.vectors import open_vector_store
+
+    settings = get_settings()
+    try:
+        parsed = json.loads(variants)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"--variants is not JSON: {exc}") from exc
+    with open_vector_store(settings) as vectors:
+        try:
+            experiment = start_experiment(open_store(settings), settings, vectors, name, parsed)
+        except (InvalidExperiment, ExperimentConflict) as exc:
+            raise _fail(str(exc)) from exc
+    shares = ", ".join(f"{v.name} {v.share:g}" for v in experiment.variants)
+    typer.echo(f"experiment {experiment.name} running: {shares}")
+
+
+@experiments_app.command("stop")
+def experiments_stop(name: str) -> None:
+    """Stop experiment NAME; its report stays."""
+    from recsys.experiments import stop
+
+    stopped = stop(open_store(get_settings()), name)
+    if stopped is None:
+        raise _fail(f"no experiment named {name!r}")
+    typer.echo(f"experiment {name} " + ("stopped" if stopped else "had stopped already"))
+
+
+@experiments_app.command("list")
+def experiments_list() -> None:
+    """Every experiment, newest first."""
+    from recsys.experiments import list_experiments
+
+    with open_store(get_settings()).read() as conn:
+        rows = list_experiments(conn)
+    if not rows:
+        typer.echo("no experiments yet")
+    for row in rows:
+        names = ", ".join(f"{v['name']} {v['share']:g}" for v in row["variants"])
+        typer.echo(f"{row['name']:<24} {row['status']:<8} {names}")
+
+
+@experiments_app.command("report")
+def experiments_report(
+    name: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """What each variant's users did with what they were shown (GET /v1/experiments/NAME)."""
+    from recsys.experiments import experiment_report
+
+    settings = get_settings()
+    report = experiment_report(open_store(settings), settings, name)
+    if report is None:
+        raise _fail(f"no experiment named {name!r}")
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(f"experiment {report['name']} ({report['status']})")
+    typer.echo(
+        f"{'variant':<16} {'users':>7} {'impressions':>11} {'actions':>8} "
+        f"{'action rate':>11}  {'95% interval':<17} {'skip rate':>9} {'dwell/imp':>9}"
+    )
+    for v in report["variants"]:
+        interval = v["action_rate_ci"]
+        shown = f"{interval[0]:.4f}-{interval[1]:.4f}" if interval else "-"
+        typer.echo(
+            f"{v['name']:<16} {v['users']:>7} {v['impressions']:>11} {v['actions']:>8} "
+            f"{_fmt(v['action_rate']):>11}  {shown:<17} {_fmt(v['skip_rate']):>9} "
+            f"{_fmt(v['dwell_per_impression'], 1):>9}"
+        )
+    p_value = report["p_value"]
+    typer.echo(f"p-value (action rate): {_fmt(p_value) if p_value is not None else '-'}")
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def _open_recommender() -> Recommender:
     from recsys.serving import Recommender
 
     settings = get_settings()
-    recommender = Recommender.open(open_store(settings), settings)
+    # An operator's look is not an answer shown to the user: no impressions.
+    recommender = Recommender.open(open_store(settings), settings, record_impressions=False)
     if recommender.model_version is None:
         error = recommender.live.index_error
         recommender.close()

@@ -42,10 +42,32 @@ class SignalWeights(BaseModel):
     rating_neutral: float = 0.25
     # Plays: log1p of the count, so the 500th play does not outweigh everything else.
     play_scale: float = 1.0
+    # An item shown in a feed that the user did not act on (no event of theirs on it) within
+    # ``ignored_window_hours``: a weak negative, an eighth of a skip's. Scrolling past says
+    # less than skipping (the user may not have looked), but a page ignored again and again
+    # is a taste; tens of ignored impressions still do not outweigh one like.
+    impression_ignored: float = -0.125
+    ignored_window_hours: float = Field(default=24.0, gt=0.0)
     # Events older than this lose half their weight; 0 disables decay.
     half_life_days: float = 0.0
     # Repeated events on one (user, item) pair are summed, then clipped to this magnitude.
     max_abs_weight: float = 10.0
+
+
+class ImpressionConfig(BaseModel):
+    """What the service records of what it showed (see ``recsys.serving.impressions``)."""
+
+    # Every feed and similar-items answer gets a feed_id and its items are stored.
+    enabled: bool = True
+    # Rows waiting for the store at most (about 150 bytes each). Past that, new rows are
+    # dropped and counted in /metrics rather than holding a request or growing memory.
+    queue_rows: int = Field(default=200_000, ge=1)
+    # The longest a shown item waits before it is written (and on shutdown, everything).
+    flush_seconds: float = Field(default=1.0, gt=0.0, le=60.0)
+    # The nightly job deletes impressions older than this; 0 keeps them forever.
+    retention_days: float = Field(default=90.0, ge=0.0)
+    # Training turns ignored impressions into weak negatives (``SignalWeights``).
+    train_on_ignored: bool = True
 
 
 class FeedConfig(BaseModel):
@@ -187,6 +209,7 @@ class Settings(BaseSettings):
     item2item: ItemToItemConfig = Field(default_factory=ItemToItemConfig)
     ranker: RankerConfig = Field(default_factory=RankerConfig)
     feed: FeedConfig = Field(default_factory=FeedConfig)
+    impressions: ImpressionConfig = Field(default_factory=ImpressionConfig)
     # "key:scope,key:scope" where scope is read or write (write implies read).
     api_keys: str = ""
     keep_versions: int = 3

@@ -15,10 +15,12 @@ import pandas as pd
 
 from recsys.columns import (
     DWELL,
-    EVENT_COLUMNS,
     EVENT_ID,
+    FEED_ID,
+    FEED_ID_LENGTH,
     ITEM_ID,
     MAX_ID_LENGTH,
+    STORED_EVENT_COLUMNS,
     TIMESTAMP,
     TYPE,
     USER_ID,
@@ -256,6 +258,12 @@ def validate_events(
         given_text.str.contains("\x00", regex=False), EVENT_ID, "event_id contains a NUL character"
     )
 
+    feed_ids = _as_id(column_or_missing(FEED_ID))
+    feed_ids = feed_ids.where(feed_ids.astype(str) != "")
+    feed_text = feed_ids.astype(str)
+    reject(feed_text.str.len() > FEED_ID_LENGTH, FEED_ID, f"feed_id longer than {FEED_ID_LENGTH}")
+    reject(feed_text.str.contains("\x00", regex=False), FEED_ID, "feed_id contains a NUL character")
+
     ok = ~bad
     valid = pd.DataFrame(
         {
@@ -297,7 +305,8 @@ def validate_events(
             ),
         )
     valid.insert(0, EVENT_ID, event_ids)
-    valid = valid[list(EVENT_COLUMNS)].reset_index(drop=True)
+    valid[FEED_ID] = feed_ids[ok].astype(object).where(feed_ids[ok].notna(), None)
+    valid = valid[list(STORED_EVENT_COLUMNS)].reset_index(drop=True)
     rejects = pd.DataFrame(
         {
             "row": rows[bad],

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 import recsys
-from recsys.api import errors
+from recsys.api import errors, experiment_routes  # noqa: F401 (registers /v1/experiments)
 from recsys.api.auth import KeyRing
 from recsys.api.metrics import ApiMetrics
 from recsys.api.middleware import BodyLimitMiddleware, TimingMiddleware
@@ -38,13 +38,15 @@ REFRESH_INTERVAL_SECONDS = 0.25
 def _refresh_and_sync(recommender: Recommender) -> bool:
     changed = recommender.refresh()
     recommender.sync_items()
+    recommender.sync_experiment()
     return changed
 
 
 async def _refresh_loop(app: FastAPI, interval: float) -> None:
-    """Hot swap and item sync: ask the recommender once per ``interval`` whether a new
-    model version was published, and index the items written since it last looked.
-    Both are a pointer read and an indexed range read when nothing changed."""
+    """Hot swap, item and experiment sync: ask the recommender once per ``interval``
+    whether a new model version was published, index the items written since it last
+    looked, and follow the running experiment. Each is a pointer read or one indexed
+    read when nothing changed."""
     failing = False
     while True:
         await asyncio.sleep(interval)
@@ -100,6 +102,7 @@ def create_app(
             app.state.recommender = opened
             owned = (opened, store)
             log.info("recommender open; model version %s", opened.model_version)
+        app.state.metrics.follow_impressions(getattr(app.state.recommender, "impressions", None))
         await run_in_threadpool(freeze_heap)
         task = asyncio.create_task(_refresh_loop(app, refresh_interval))
         app.state.refresh_task = task

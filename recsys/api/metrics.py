@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from recsys.serving import ImpressionLog
+
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -72,6 +74,13 @@ class ApiMetrics:
             "Hot swaps to a newly published model version.",
             registry=self.registry,
         )
+        self.impressions = Counter(
+            "recsys_impressions",
+            "Impressions (items shown) by outcome: written to the store, or dropped because "
+            "the queue in front of the store was full or the store failed at shutdown.",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.model_info = _ModelInfo(model_version)
         self.registry.register(self.model_info)
 
@@ -84,6 +93,13 @@ class ApiMetrics:
         multiprocess.MultiProcessCollector(registry)
         registry.register(self.model_info)
         return generate_latest(registry)
+
+    def follow_impressions(self, log: ImpressionLog | None) -> None:
+        """Count what the recommender's impression log writes and drops."""
+        if log is None:
+            return
+        log.on_written = self.impressions.labels("written").inc
+        log.on_dropped = self.impressions.labels("dropped").inc
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.request_seconds.labels(method, route, str(status)).observe(seconds)

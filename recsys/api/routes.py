@@ -120,6 +120,8 @@ def _feed_json(
         model_version=page.model_version,
         next_cursor=page.next_cursor,
         degraded=page.degraded,
+        feed_id=page.feed_id,
+        variant=page.variant,
     )
     return FeedOut.__pydantic_serializer__.to_json(out)
 
@@ -143,10 +145,18 @@ def get_similar(
             "blend: both; item2item: what liking this item predicts (EASE)."
         ),
     ] = "content",
+    user_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_ID_LENGTH,
+            description="Who is looking, when known: the answer's impressions are theirs.",
+        ),
+    ] = None,
 ) -> SimilarOut:
     recommender = recommender_of(request)
     try:
-        items = recommender.similar(item_id, kind=kind, limit=limit)
+        page = recommender.similar_page(item_id, kind=kind, limit=limit, user_id=user_id)
     except UnknownItem:
         raise HTTPException(404, "no item with this id in the catalogue") from None
     except (NoModel, *STORE_DOWN):
@@ -156,8 +166,9 @@ def get_similar(
         raise ServiceUnavailable("vector index unavailable") from None
     return SimilarOut(
         item_id=item_id,
-        items=[_item_out(item) for item in items],
-        model_version=recommender.model_version,
+        items=[_item_out(item) for item in page.items],
+        model_version=page.model_version,
+        feed_id=page.feed_id,
     )
 
 

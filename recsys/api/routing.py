@@ -40,7 +40,9 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         "did not issue.",
         401: "Missing or unknown API key.",
         403: "The API key lacks the scope this endpoint needs.",
-        404: "No such item, or no complete model version by that name.",
+        404: "No such item, experiment, or complete model version by that name.",
+        409: "Conflicts with the current state (an experiment by that name exists, or another "
+        "one is running).",
         413: "Request body larger than the configured limit.",
         422: "The request is invalid; `errors` names each field at fault.",
         503: "The store or the model is unavailable; retry later.",

@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from recsys.columns import FEED_ID_LENGTH
 from recsys.store.schema import MAX_ID_LENGTH
 
 MAX_BATCH = 1_000
@@ -53,6 +54,11 @@ def storable_text(value: str) -> str:
 Id = Annotated[
     str,
     Field(min_length=1, max_length=MAX_ID_LENGTH),
+    AfterValidator(storable_text),
+]
+FeedId = Annotated[
+    str,
+    Field(min_length=1, max_length=FEED_ID_LENGTH),
     AfterValidator(storable_text),
 ]
 Label = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(storable_text)]
@@ -168,6 +174,13 @@ class EventIn(_Model):
     )
     value: Number | None = Field(
         default=None, description="The rating for a rating, the play count for a play."
+    )
+    feed_id: FeedId | None = Field(
+        default=None,
+        description=(
+            "The `feed_id` of the feed or similar-items answer this event acts on: it "
+            "attributes the event to what was shown (and to an experiment's variant)."
+        ),
     )
 
     model_config = ConfigDict(
@@ -328,6 +341,15 @@ class FeedOut(BaseModel):
     degraded: bool = Field(
         description="True when the vector index was unavailable and the page is popularity only."
     )
+    feed_id: str | None = Field(
+        default=None,
+        description="This answer's id: send it back as an event's `feed_id` to attribute "
+        "the event to what was shown. Null when impressions are not recorded.",
+    )
+    variant: str | None = Field(
+        default=None,
+        description="The experiment variant that served this page (null outside experiments).",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -345,6 +367,8 @@ class FeedOut(BaseModel):
                     "model_version": "20240610T020000Z-1a2b3c",
                     "next_cursor": "eJwBLQDS_wEAAAAB04wT",
                     "degraded": False,
+                    "feed_id": "9b2f6c1e0a4d4f5e8c7b6a5d4c3b2a19",
+                    "variant": None,
                 }
             ]
         }
@@ -357,6 +381,11 @@ class SimilarOut(BaseModel):
     item_id: str
     items: list[FeedItemOut]
     model_version: str | None
+    feed_id: str | None = Field(
+        default=None,
+        description="This answer's id, as for feeds: events that send it back are "
+        "attributed to it. Null when impressions are not recorded.",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -478,4 +507,96 @@ class ReadyOut(BaseModel):
                 }
             ]
         }
+    )
+
+
+# --- experiments ----------------------------------------------------------------------------
+
+
+class VariantIn(_Model):
+    """One arm of an experiment; without overrides it is the service as configured."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    share: Number = Field(gt=0, le=1, description="The fraction of users it gets.")
+    model_version: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, description="A complete version that ranks this variant's pages."
+    )
+    ranker: Literal["auto", "blend", "popularity"] | None = Field(
+        default=None,
+        description="auto: the learned ranker where it passed its gate; blend: the hand "
+        "blend; popularity: the blend over the popular source only (a baseline).",
+    )
+    feed: dict[str, Any] | None = Field(
+        default=None,
+        description="Feed settings to override (the RECSYS_FEED__* names, lower case), "
+        'e.g. {"mmr_lambda": 0.8}.',
+    )
+
+
+class ExperimentIn(_Model):
+    """An A/B experiment: users are split between variants by a hash of (name, user)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    variants: list[VariantIn] = Field(min_length=2, max_length=10)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "ranker-vs-blend",
+                    "variants": [
+                        {"name": "control", "share": 0.5},
+                        {"name": "ranker", "share": 0.5, "ranker": "auto"},
+                    ],
+                }
+            ]
+        }
+    )
+
+
+class VariantOut(BaseModel):
+    name: str
+    share: float
+    model_version: str | None
+    ranker: str | None
+    feed: dict[str, Any]
+
+
+class ExperimentOut(BaseModel):
+    """An experiment's definition and status."""
+
+    name: str
+    status: Literal["running", "stopped"]
+    started_at: float
+    stopped_at: float | None
+    variants: list[VariantOut]
+
+
+class VariantReportOut(VariantOut):
+    users: int = Field(description="Users shown at least one page of this variant.")
+    impressions: int
+    actions: int = Field(
+        description="Positive events (a like, a long view, a play, a high rating) sent "
+        "with the feed_id of one of this variant's pages."
+    )
+    action_rate: float | None = Field(description="Actions per impression.")
+    action_rate_ci: list[float | None] | None = Field(
+        description="95 % confidence interval of the action rate, with users as the unit."
+    )
+    skips: int
+    skip_rate: float | None
+    dwell_per_impression: float | None = Field(description="Seconds of viewing per impression.")
+
+
+class ExperimentReportOut(BaseModel):
+    """What each variant's users did with what they were shown."""
+
+    name: str
+    status: Literal["running", "stopped"]
+    started_at: float
+    stopped_at: float | None
+    variants: list[VariantReportOut]
+    p_value: float | None = Field(
+        description="Of equal action rates (the first variant against each other one, "
+        "Bonferroni-corrected when there are more than two); null without data."
     )

@@ -30,6 +30,9 @@ class LiveVersion:
         self.current: ServingState | None = None
         self.index_error: str | None = None
         self._retired: list[ServingState] = []
+        # Versions an experiment's variants serve besides the live one, by version.
+        self.pinned: dict[str, ServingState] = {}
+        self._unpinned: list[ServingState] = []
         self._swap_lock = threading.Lock()
         self._sync_lock = threading.Lock()
 
@@ -49,6 +52,9 @@ class LiveVersion:
             if self.current is not None and self.current.version == live:
                 return False
             reclaimed = next((old for old in self._retired if old.version == live), None)
+            if reclaimed is None:
+                # An experiment's pinned version going live: it is open already.
+                reclaimed = self.pinned.get(live)
             try:
                 # Going back to the version served just before (a rollback): its state is
                 # still open, kept for requests in flight, and an embedded shard opens once
@@ -74,7 +80,7 @@ class LiveVersion:
             self.index_error = None
             # Requests in flight may still hold the previous state; close it one swap later.
             for old in self._retired:
-                if old is not reclaimed:
+                if old is not reclaimed and old not in self.pinned.values():
                     old.index.close()
             if previous is not None:
                 previous.retired_at = time.time()
@@ -128,10 +134,34 @@ class LiveVersion:
             state.items_revision = revision
         return revision
 
+    def pin(self, versions: set[str]) -> None:
+        """Hold ``versions`` open beside the live one (an experiment's variants serve them);
+        release the others. A version that cannot be loaded is logged and left out: its
+        variant then serves the live version, and its impressions say so."""
+        with self._swap_lock:
+            # States unpinned last time have had a whole pin change to finish requests.
+            for old in self._unpinned:
+                if old is not self.current and old not in self._retired:
+                    old.index.close()
+            self._unpinned = [s for v, s in self.pinned.items() if v not in versions]
+            kept = {v: s for v, s in self.pinned.items() if v in versions}
+            # The live version serves its variant as it is (an embedded shard opens once).
+            live = self.current.version if self.current is not None else None
+            for version in sorted(versions - set(kept) - {live}):
+                try:
+                    state = self.load(version)
+                    self.sync_items(state)
+                except Exception:
+                    log.exception("could not load pinned model version %s", version)
+                    continue
+                kept[version] = state
+            self.pinned = kept
+
     def close(self) -> None:
         with self._swap_lock:
-            for state in [*self._retired, self.current]:
-                if state is not None:
-                    state.index.close()
+            states = [*self._retired, *self.pinned.values(), *self._unpinned, self.current]
+            for state in {id(s): s for s in states if s is not None}.values():
+                state.index.close()
             self._retired, self.current = [], None
+            self.pinned, self._unpinned = {}, []
             self.vectors.close()

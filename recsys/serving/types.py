@@ -36,6 +36,18 @@ class FeedPage:
     model_version: str | None
     next_cursor: str | None
     degraded: bool = False
+    # The answer's id, under which its items are recorded as impressions (None: they are not).
+    feed_id: str | None = None
+    # The experiment variant that served it (None outside experiments).
+    variant: str | None = None
+
+
+@dataclass
+class SimilarPage:
+    item_id: str
+    items: list[FeedItem]
+    model_version: str | None
+    feed_id: str | None = None
 
 
 @dataclass

@@ -7,9 +7,21 @@ the microsecond for any date this product will see.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, Float, Index, MetaData, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
-from recsys.columns import MAX_EVENT_TYPE_LENGTH, MAX_ID_LENGTH
+from recsys.columns import FEED_ID_LENGTH, MAX_EVENT_TYPE_LENGTH, MAX_ID_LENGTH
 
 metadata = MetaData(
     naming_convention={
@@ -71,11 +83,53 @@ events = Table(
     Column("dwell_seconds", Float(precision=53), nullable=True),
     Column("value", Float(precision=53), nullable=True),
     Column("ingested_at", Float(precision=53), nullable=False),
+    # The answer (a feed or similar-items page) the event acts on, when the client says:
+    # it attributes the event to that page's impressions and experiment variant.
+    Column("feed_id", String(FEED_ID_LENGTH), nullable=True),
     # A user's history in time order: the feed's seen-filter and real-time fold-in.
     Index(None, "user_id", "timestamp"),
     # Time-window scans: training windows, trending, "events since the last run".
     Index(None, "timestamp"),
     Index(None, "ingested_at"),
+    Index(None, "feed_id"),
+)
+
+# What the service showed: one row per item of every feed and similar-items answer,
+# written off the request path in bulk (recsys.serving.impressions).
+impressions = Table(
+    "impressions",
+    metadata,
+    Column("feed_id", String(FEED_ID_LENGTH), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    # None for a similar-items answer asked without a user.
+    Column("user_id", String(MAX_ID_LENGTH), nullable=True),
+    Column("item_id", String(MAX_ID_LENGTH), nullable=False),
+    # feed | similar
+    Column("surface", String(16), nullable=False),
+    Column("model_version", String(64), nullable=True),
+    # learned | blend | popularity | degraded (for similar items: the similarity kind)
+    Column("ranker", String(16), nullable=False),
+    Column("experiment", String(64), nullable=True),
+    Column("variant", String(64), nullable=True),
+    Column("shown_at", Float(precision=53), nullable=False),
+    # Ignored impressions per user (training), retention (by time), experiments' reports.
+    Index(None, "user_id", "shown_at"),
+    Index(None, "shown_at"),
+    Index(None, "experiment", "variant"),
+)
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    # running | stopped
+    Column("status", String(16), nullable=False),
+    # True while running, NULL after: a unique column holds one True at most, so the
+    # database itself refuses a second running experiment (NULLs never clash).
+    Column("running", Boolean, nullable=True, unique=True),
+    Column("variants", JSON, nullable=False),
+    Column("started_at", Float(precision=53), nullable=False),
+    Column("stopped_at", Float(precision=53), nullable=True),
 )
 
 model_runs = Table(

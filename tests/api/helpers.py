@@ -17,7 +17,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from recsys.api import create_app
 from recsys.config import Settings
 from recsys.forget import Forgotten
-from recsys.serving import FeedFilters, FeedItem, FeedPage, InvalidCursor, Recommender, UnknownItem
+from recsys.serving import (
+    FeedFilters,
+    FeedItem,
+    FeedPage,
+    InvalidCursor,
+    Recommender,
+    SimilarPage,
+    UnknownItem,
+)
 from recsys.store import Store, open_store
 from recsys.store.events import InsertResult
 
@@ -102,6 +110,14 @@ class FakeRecommender:
         if item_id == "missing":
             raise UnknownItem(item_id)
         return [FeedItem("item-2", 0.5, [kind], f"similar to {item_id}", {kind: 0.5})]
+
+    def similar_page(
+        self, item_id: str, kind: str = "content", limit: int = 20, user_id: str | None = None
+    ) -> SimilarPage:
+        return SimilarPage(item_id, self.similar(item_id, kind, limit), self.model_version)
+
+    def sync_experiment(self) -> bool:
+        return False
 
     def ingest_events(self, valid: pd.DataFrame) -> InsertResult:
         self.ingested.append(valid)

@@ -13,6 +13,8 @@ import pytest
 
 from recsys.api import auth as auth_module
 from recsys.api.auth import KeyRing, fingerprint
+from recsys.store import open_store
+from recsys.store.experiments import create_experiment, stop_experiment
 from recsys.vectors.versions import VersionInfo
 from tests.api.helpers import (
     API_KEYS,
@@ -27,6 +29,12 @@ from tests.api.helpers import (
 
 EVENT = {"user_id": "u1", "item_id": "i1", "type": "like", "timestamp": 1_718_000_000}
 ITEM = {"title": "Fresh pasta", "text": "Pasta in ten minutes", "tags": ["pasta"]}
+EXPERIMENT = {
+    "name": "e2",
+    "variants": [{"name": "a", "share": 0.5}, {"name": "b", "share": 0.5, "ranker": "blend"}],
+}
+# Successes other than 200.
+CREATED = {("POST", "/v1/experiments"): 201}
 
 # (method, path, json body, scope needed: open / read / write)
 ENDPOINTS: list[tuple[str, str, Any, str]] = [
@@ -38,6 +46,10 @@ ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("POST", "/v1/models/m1/activate", None, "write"),
     ("DELETE", "/v1/users/u1", None, "write"),
     ("DELETE", "/v1/items/i1", None, "write"),
+    ("POST", "/v1/experiments", EXPERIMENT, "write"),
+    ("POST", "/v1/experiments/e1/stop", None, "write"),
+    ("GET", "/v1/experiments", None, "read"),
+    ("GET", "/v1/experiments/e1", None, "read"),
     ("GET", "/metrics", None, "read"),
     ("GET", "/healthz", None, "open"),
     ("GET", "/readyz", None, "open"),
@@ -84,11 +96,16 @@ class StubVersions:
 
 @pytest.fixture
 def fake(tmp_path: Path) -> FakeRecommender:
-    """The stand-in recommender, plus a complete model version ``m1`` to activate."""
+    """The stand-in recommender, plus a complete model version ``m1`` to activate, and a
+    real store holding a stopped experiment ``e1``."""
     recommender = FakeRecommender()
     stub = StubVersions()
+    store = open_store(url=f"sqlite:///{tmp_path / 'auth.db'}")
+    with store.transaction() as conn:
+        create_experiment(conn, "e1", [{"name": "a", "share": 0.5}, {"name": "b", "share": 0.5}])
+        stop_experiment(conn, "e1")
     recommender.vectors = stub  # type: ignore[attr-defined]
-    recommender.store = stub  # type: ignore[attr-defined]
+    recommender.store = store  # type: ignore[attr-defined]
     manifest = tmp_path / "home" / "models" / "m1" / "manifest.json"
     manifest.parent.mkdir(parents=True)
     manifest.write_text("{}")
@@ -104,7 +121,10 @@ def test_matrix_covers_every_endpoint(client: TestClient) -> None:
     covered = {
         (
             method,
-            path.replace("u1", "{user_id}").replace("i1", "{item_id}").replace("m1", "{version}"),
+            path.replace("u1", "{user_id}")
+            .replace("i1", "{item_id}")
+            .replace("m1", "{version}")
+            .replace("e1", "{name}"),
         )
         for method, path, _, _ in ENDPOINTS
     }
@@ -124,6 +144,8 @@ def test_auth_matrix(
 ) -> None:
     response = client.request(method, path, json=body, headers=CREDENTIALS[who])
     expected = EXPECTED[scope][who]
+    if expected == 200:
+        expected = CREATED.get((method, path), 200)
     assert response.status_code == expected, response.text
     if expected == 401:
         assert response.headers["www-authenticate"].startswith("Bearer")
@@ -240,7 +262,8 @@ def test_no_keys_configured_allows_everything_with_a_warning(
     assert "no API keys configured" in caplog.text
     with TestClient(app) as client:
         for method, path, body, _ in ENDPOINTS:
-            assert client.request(method, path, json=body).status_code == 200, path
+            expected = CREATED.get((method, path), 200)
+            assert client.request(method, path, json=body).status_code == expected, path
 
 
 def test_bad_key_scope_in_settings_fails_at_startup(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ new items, degraded mode, store outages and hot swap."""
 from __future__ import annotations
 
 import gc
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from tests.api.helpers import (
 )
 
 ITEM_KEYS = {"item_id", "score", "sources", "reason"}
-FEED_KEYS = {"user_id", "items", "model_version", "next_cursor", "degraded"}
+FEED_KEYS = {"user_id", "items", "model_version", "next_cursor", "degraded", "feed_id", "variant"}
 HOT_IDS = [
     "'; DROP TABLE events; --",
     "../../etc/passwd",
@@ -93,6 +94,8 @@ def test_feed_shape(api: TestClient, world: World) -> None:
     assert body["model_version"] == world.recommender.model_version
     assert body["degraded"] is False
     assert isinstance(body["next_cursor"], str) and body["next_cursor"]
+    assert re.fullmatch(r"[0-9a-f]{32}", body["feed_id"])
+    assert body["variant"] is None  # no experiment runs
     items = body["items"]
     assert len(items) == 10
     catalogue = set(world.items["item_id"])

@@ -39,8 +39,8 @@ from schemathesis.specs.openapi.checks import (
 from recsys.api import create_app
 from tests.api.helpers import API_KEYS, WRITE_KEY, World, bearer, copy_world
 
-EXAMPLES = 1_100
-MIN_CASES = 1_000
+EXAMPLES = 1_500
+MIN_CASES = 1_400
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -133,7 +133,7 @@ def test_no_input_causes_a_server_error(schema: Any) -> None:
     assert sum(calls.values()) >= MIN_CASES, calls
     # Every operation was exercised, and every one that takes input, often.
     assert len(calls) == len(list(schema.get_all_operations())), calls
-    without_input = {"GET /healthz", "GET /readyz", "GET /metrics"}
+    without_input = {"GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/experiments"}
     assert all(n >= 50 for label, n in calls.items() if label not in without_input), calls
     # Operations with query parameters are held to refusing invalid input too.
     for label in ("GET /v1/users/{user_id}/feed", "GET /v1/items/{item_id}/similar"):
