@@ -47,7 +47,7 @@ and sizes give identical frames.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -557,6 +557,39 @@ class DemoWorld:
         """All events as one frame (fine at small scales; use ``iter_events`` beyond)."""
         return next(self.iter_events(chunk_rows=max(self.n_events, 1)), _empty_events())
 
+    def react(
+        self, user_ids: Sequence[str], item_ids: Sequence[str], rng: np.random.Generator
+    ) -> pd.DataFrame:
+        """How each user reacts to being shown each item (pairs aligned), by the same
+        planted tastes that made the world's events: columns ``affinity``, ``viewed``,
+        ``dwell_seconds``, ``liked``, ``disliked``. A user or item the world does not know
+        (a new item, a stranger) gets NaN affinity and no reaction."""
+        user_row = pd.Index(self.users[USER_ID]).get_indexer(list(user_ids))
+        item_row = pd.Index(self._items.ids).get_indexer(list(item_ids))
+        known = (user_row >= 0) & (item_row >= 0)
+        n = len(user_row)
+        out = pd.DataFrame(
+            {
+                "affinity": np.full(n, np.nan),
+                "viewed": np.zeros(n, bool),
+                "dwell_seconds": np.full(n, np.nan),
+                "liked": np.zeros(n, bool),
+                "disliked": np.zeros(n, bool),
+            }
+        )
+        if not known.any():
+            return out
+        users, items = user_row[known], item_row[known]
+        taste = _taste(self._users.topics[users].astype(np.int64), self._users.weights[users])
+        affinity = _affinity(rng, taste, self._items, items)
+        viewed, dwell, liked, disliked = _reactions(rng, affinity, self._items.duration[items])
+        out.loc[known, "affinity"] = affinity
+        out.loc[known, "viewed"] = viewed
+        out.loc[known, "dwell_seconds"] = np.where(viewed, dwell, np.nan)
+        out.loc[known, "liked"] = liked
+        out.loc[known, "disliked"] = disliked
+        return out
+
     # -- generation ----------------------------------------------------------------------
 
     def _frame(
@@ -843,6 +876,43 @@ def _draw_items(rng: np.random.Generator, items: _ItemModel, topic: np.ndarray) 
     return items.by_topic[np.minimum(position, items.topic_end[topic] - 1)]
 
 
+def _taste(user_topics: np.ndarray, user_weights: np.ndarray) -> np.ndarray:
+    """taste[u, t]: user u's weight on topic t relative to their favourite; the extra last
+    column stays 0 and is what a second topic of -1 (none) indexes."""
+    taste = np.zeros((len(user_topics), len(TOPICS) + 1))
+    for k in range(user_topics.shape[1]):
+        has = np.flatnonzero(user_topics[:, k] >= 0)
+        taste[has, user_topics[has, k]] = user_weights[has, k] / user_weights[has, 0]
+    return taste
+
+
+def _affinity(
+    rng: np.random.Generator, taste: np.ndarray, items: _ItemModel, item: np.ndarray
+) -> np.ndarray:
+    """Affinity in (0, 1) of each exposure (``taste`` rows aligned with ``item``): the
+    user's taste for the item's topic (and a little for its second topic), the item's
+    quality, and noise."""
+    rows = np.arange(len(item))
+    pref = taste[rows, items.topic[item]]
+    pref = np.maximum(pref, 0.6 * taste[rows, items.second_topic[item]])
+    logit = 3.6 * pref - 2.0 + items.quality[item] + 0.7 * rng.standard_normal(len(item))
+    return _sigmoid(logit)
+
+
+def _reactions(
+    rng: np.random.Generator, affinity: np.ndarray, duration: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What a user does with an exposure: (viewed, dwell, liked, disliked). A high affinity
+    gives a long view, often a like; a low one a skip or a bounce, now and then a dislike."""
+    n = len(affinity)
+    viewed = rng.random(n) < _sigmoid(5.0 * (affinity - 0.35))
+    fraction = rng.beta(0.3 + 10.0 * affinity**2, 0.6 + 6.0 * (1.0 - affinity))
+    dwell = np.round(fraction * duration, 1)
+    liked = viewed & (rng.random(n) < 0.25 * affinity**3 * np.where(fraction > 0.3, 1.0, 0.2))
+    disliked = ~liked & (rng.random(n) < 0.15 * (1.0 - affinity) ** 3)
+    return viewed, dwell, liked, disliked
+
+
 def _simulate_block(
     rng: np.random.Generator,
     items: _ItemModel,
@@ -885,23 +955,9 @@ def _simulate_block(
     when[late] = created[late] + rng.random(int(late.sum())) * (end - created[late])
 
     # Affinity from the user's taste for the item's topic (and its second topic, if any).
-    # taste[u, t]: user u's weight on topic t relative to their favourite; the extra last
-    # column stays 0 and is what a second topic of -1 (none) indexes.
-    taste = np.zeros((hi_user - lo_user, len(TOPICS) + 1))
-    for k in range(user_topics.shape[1]):
-        has = np.flatnonzero(user_topics[:, k] >= 0)
-        taste[has, user_topics[has, k]] = user_weights[has, k] / user_weights[has, 0]
-    pref = taste[local, items.topic[item]]
-    pref = np.maximum(pref, 0.6 * taste[local, items.second_topic[item]])
-    logit = 3.6 * pref - 2.0 + items.quality[item] + 0.7 * rng.standard_normal(n)
-    affinity = _sigmoid(logit)
-
-    viewed = rng.random(n) < _sigmoid(5.0 * (affinity - 0.35))
-    fraction = rng.beta(0.3 + 10.0 * affinity**2, 0.6 + 6.0 * (1.0 - affinity))
-    duration = items.duration[item]
-    dwell = np.round(fraction * duration, 1)
-    liked = viewed & (rng.random(n) < 0.25 * affinity**3 * np.where(fraction > 0.3, 1.0, 0.2))
-    disliked = ~liked & (rng.random(n) < 0.15 * (1.0 - affinity) ** 3)
+    taste = _taste(user_topics, user_weights)
+    affinity = _affinity(rng, taste[local], items, item)
+    viewed, dwell, liked, disliked = _reactions(rng, affinity, items.duration[item])
 
     # Exactly ``quota`` rows per user: keep exposures in draw order until the quota is
     # filled (times are drawn afterwards, so this does not bias when events happen).
