@@ -46,7 +46,7 @@ from recsys.api.schemas import (
     SimilarKind,
     SimilarOut,
 )
-from recsys.columns import EVENT_COLUMNS, MAX_ID_LENGTH
+from recsys.columns import MAX_ID_LENGTH, STORED_EVENT_COLUMNS
 from recsys.config import Settings
 from recsys.events import validate_events
 from recsys.serving import FeedFilters, FeedItem, InvalidCursor, NoModel, UnknownItem
@@ -206,7 +206,7 @@ def post_events(
     `Idempotency-Key` header."""
     recommender = recommender_of(request)
     settings: Settings = request.app.state.settings
-    frame = _frame([event.model_dump() for event in batch.events], EVENT_COLUMNS)
+    frame = _frame([event.model_dump() for event in batch.events], STORED_EVENT_COLUMNS)
     checked = validate_events(
         frame,
         event_types=settings.event_types,

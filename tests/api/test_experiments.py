@@ -166,7 +166,7 @@ def test_a_file_import_keeps_feed_ids(world: World, tmp_path: Path) -> None:
         f"{world.users[3]},{world.items['item_id'].iloc[1]},like,1800000200,\n"
     )
     summary = import_file(world.store, world.settings, "events", path)
-    assert summary.stored == 2
+    assert summary.inserted == 2
     with world.store.read() as conn:
         rows = conn.execute(
             select(events_table.c.timestamp, events_table.c.feed_id)
@@ -209,8 +209,9 @@ def test_an_experiment_splits_users_labels_pages_and_stops(api: TestClient, worl
         pairs = list(itertools.combinations(lists, 2))
         return sum(len(set(a) & set(b)) / 10 for a, b in pairs) / len(pairs)
 
-    # Popularity shows everyone much the same page; the model shows each user their own.
-    assert mean_overlap(pages["popular"]) > 0.5 > mean_overlap(pages["model"])
+    # Popularity shows everyone much the same page (less what each consumed, and the page's
+    # category cap); the model shows each user their own.
+    assert mean_overlap(pages["popular"]) > 2 * mean_overlap(pages["model"])
 
     # One at a time, and names are never reused.
     second = api.post("/v1/experiments", json={"name": "other", "variants": body["variants"]})
