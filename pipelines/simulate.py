@@ -125,7 +125,7 @@ def react_to_page(
     looked = known & (rng.random(len(item_ids)) < ATTENTION_DECAY**position * notice)
     start = time.time() if now is None else now
     events: list[dict[str, Any]] = []
-    for index in np.flatnonzero(looked):
+    for index in np.flatnonzero(looked).tolist():
         row = reactions.iloc[index]
         # Distinct, increasing times: an event's id is derived from its time.
         moment = start + 0.001 * len(events)
