@@ -44,11 +44,13 @@ from recsys.store.events import (
     event_time_range,
     iter_events,
 )
+from recsys.store.impressions import ignored_impressions, prune_impressions
 from recsys.vectors import VectorStore, open_vector_store
 
 log = logging.getLogger("recsys.train")
 
 GATE_K = 10
+DAY = 86_400.0
 GATE_MAX_USERS = 5_000
 
 # Any fixed 64-bit number, other than the migrations' one.
@@ -140,12 +142,13 @@ def gate_metrics(
     None when the gate was skipped.
     """
     rows, cols, vals, times = builder.triples()
-    if len(rows) < 100:
+    ignored = builder.ignored_mask()
+    if int((~ignored).sum()) < 100:
         return {"skipped": "too few events for a holdout"}, None, None
-    held = newest_per_user(rows, times, settings.gate_holdout_fraction)
+    held = held_back(rows, times, ignored, settings.gate_holdout_fraction)
     if not held.any() or held.all():
         return {"skipped": "no user has enough events for a holdout"}, None, None
-    train = builder.build(keep=~held)
+    train = builder.build(keep=known_before_holdout(rows, times, held, ignored))
     test = (
         pd.DataFrame({"row": rows[held], "col": cols[held], WEIGHT: vals[held]})
         .groupby(["row", "col"], as_index=False)[WEIGHT]
@@ -188,7 +191,53 @@ def gate_metrics(
             "ndcg@10": report["metrics"][f"ndcg@{GATE_K}"],
             "n_users": report["n_users"],
         }
-    return results, model, Holdout(rows, cols, vals, times, held, train)
+    return results, model, Holdout(rows, cols, vals, times, held, train, ignored)
+
+
+def held_back(
+    rows: np.ndarray, times: np.ndarray, ignored: np.ndarray, fraction: float
+) -> np.ndarray:
+    """The gate's targets: each user's newest ``fraction`` of events. Ignored impressions
+    are never targets and do not count towards a user's share."""
+    held = np.zeros(len(rows), dtype=bool)
+    events = ~ignored
+    held[events] = newest_per_user(rows[events], times[events], fraction)
+    return held
+
+
+def known_before_holdout(
+    rows: np.ndarray, times: np.ndarray, held: np.ndarray, ignored: np.ndarray
+) -> np.ndarray:
+    """The triples a model fitted for the gate may learn from: the events not held back,
+    and the ignored impressions shown before the user's held-back events start. A later
+    one would tell the model which of the held-back period's items the user passed over."""
+    start = np.full(int(rows.max()) + 1 if len(rows) else 0, np.inf)
+    np.minimum.at(start, rows[held], times[held])
+    return ~held & ~(ignored & (times >= start[rows]))
+
+
+def _impressions_for_training(
+    store: Store, settings: Settings, builder: InteractionBuilder
+) -> tuple[int, int]:
+    """Prune impressions past the retention, then add the ignored ones to ``builder`` as
+    weak negatives. Returns (pruned, added).
+
+    Only impressions older than the ignore window are judged: a page shown an hour ago
+    may still be acted on. Impressions carry the serving clock, so the cut is taken from
+    this clock too, not from the newest event."""
+    now = time.time()
+    pruned = 0
+    if settings.impressions.retention_days > 0:
+        with store.transaction() as conn:
+            pruned = prune_impressions(conn, now - settings.impressions.retention_days * DAY)
+    if not settings.impressions.train_on_ignored:
+        return pruned, 0
+    window = settings.signals.ignored_window_hours * 3600.0
+    with store.read() as conn:
+        ignored = ignored_impressions(
+            conn, shown_from=0.0, shown_before=now - window, window_seconds=window
+        )
+    return pruned, builder.add_ignored(ignored)
 
 
 def check_gate(
@@ -331,9 +380,12 @@ def _run_stages(
                 if dropped:
                     chunk = chunk[~chunk[ITEM_ID].isin(dropped)]
                 builder.add(chunk)
+        pruned, ignored = _impressions_for_training(store, settings, builder)
         data = builder.build()
         result.data_stats = {
             "events": builder.n_events,
+            "ignored_impressions": ignored,
+            "pruned_impressions": pruned,
             "users": len(data.users),
             "items": len(data.items),
             "catalogue_items": len(items),

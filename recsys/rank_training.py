@@ -62,6 +62,12 @@ class Holdout:
     times: np.ndarray
     held: np.ndarray
     train: InteractionData
+    # True where the triple is an ignored impression (a weak negative), not an event.
+    ignored: np.ndarray | None = None
+
+    def events(self) -> np.ndarray:
+        """Mask of the triples that are events."""
+        return np.ones(len(self.rows), bool) if self.ignored is None else ~self.ignored
 
 
 @dataclass
@@ -74,6 +80,8 @@ class UserLists:
     blend_scores: np.ndarray
     # Relevant held-back items in all, also those no source proposed (NDCG's ideal).
     relevant: int
+    # Candidates the user was shown in the label period and ignored (no event on them).
+    shown_ignored: np.ndarray | None = None
 
 
 def grade(weights: np.ndarray) -> np.ndarray:
@@ -103,6 +111,22 @@ def labelled_users(holdout: Holdout) -> pd.DataFrame:
     pairs["grade"] = grade(pairs["weight"].to_numpy())
     pairs["moment"] = moments.reindex(pairs["row"]).to_numpy()
     return pairs
+
+
+def ignored_in_holdout(holdout: Holdout, labels: pd.DataFrame) -> pd.DataFrame:
+    """The labelled users' ignored impressions from the moment their held-back events
+    start: (row, col) pairs the served feed put in front of them and they passed over,
+    the hardest negatives a ranker can learn from."""
+    if holdout.ignored is None or not holdout.ignored.any():
+        return pd.DataFrame({"row": [], "col": []}, dtype=np.int64)
+    moments = labels.groupby("row")["moment"].first()
+    ignored = holdout.ignored
+    frame = pd.DataFrame(
+        {"row": holdout.rows[ignored], "col": holdout.cols[ignored], "time": holdout.times[ignored]}
+    )
+    start = moments.reindex(frame["row"]).to_numpy()
+    frame = frame[frame["time"].to_numpy() >= start]  # NaN (unlabelled user) compares False
+    return frame[["row", "col"]].drop_duplicates()
 
 
 def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, relevant: int, k: int = K) -> float:
@@ -169,7 +193,15 @@ def train_ranker(
                 state = _training_state(
                     holdout, items, models, popularity, index, reference_dwell, version
                 )
-                lists = _user_lists(store, settings, state, labels, user_ids, progress)
+                lists = _user_lists(
+                    store,
+                    settings,
+                    state,
+                    labels,
+                    ignored_in_holdout(holdout, labels),
+                    user_ids,
+                    progress,
+                )
             finally:
                 index.close()
         finally:
@@ -196,7 +228,7 @@ def _training_state(
 ) -> ServingState:
     """A serving state over the first-stage fits, as the service would load it."""
     train = holdout.train
-    kept = ~holdout.held
+    kept = ~holdout.held & holdout.events()
     newest = float(holdout.times[kept].max())
     catalogue = build_catalogue(
         items, models[registry.CONTENT_MODEL], fold_in_models(models), popularity.scores
@@ -264,11 +296,17 @@ def _user_lists(
     settings: Settings,
     state: ServingState,
     labels: pd.DataFrame,
+    ignored: pd.DataFrame,
     user_ids: dict[int, str],
     progress: Callable[[str], None] | None,
 ) -> list[UserLists]:
-    """Each labelled user's candidates, features and graded labels."""
+    """Each labelled user's candidates, features, graded labels and which candidates they
+    were shown and ignored."""
     items_map = state.models[registry.CONTENT_MODEL].items
+    ignored_by_row = {
+        int(row): set(items_map.to_external(group["col"].to_numpy()).tolist())
+        for row, group in ignored.groupby("row")
+    }
     out: list[UserLists] = []
     for count, (row, group) in enumerate(labels.groupby("row", sort=True)):
         user = user_ids[int(row)]
@@ -284,6 +322,7 @@ def _user_lists(
                 strict=True,
             )
         )
+        passed_over = ignored_by_row.get(int(row), set())
         out.append(
             UserLists(
                 user=user,
@@ -291,6 +330,7 @@ def _user_lists(
                 labels=np.array([graded.get(i, 0) for i in found.ids], dtype=np.int64),
                 blend_scores=found.blend_scores,
                 relevant=len(graded),
+                shown_ignored=np.array([i in passed_over for i in found.ids], dtype=bool),
             )
         )
     return out
@@ -299,17 +339,26 @@ def _user_lists(
 def _matrix(
     lists: list[UserLists], negatives: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training rows: every labelled candidate and ``negatives`` sampled others per user
-    (users without a relevant candidate teach a ranking nothing and are left out)."""
+    """Training rows: every labelled candidate and ``negatives`` others per user (users
+    without a relevant candidate teach a ranking nothing and are left out). The others are
+    the candidates the user was shown and ignored first, then random ones."""
     features, labels, groups = [], [], []
     for user in lists:
         positive = np.flatnonzero(user.labels > 0)
         if not len(positive):
             continue
-        others = np.flatnonzero(user.labels == 0)
-        if len(others) > negatives:
-            others = rng.choice(others, negatives, replace=False)
-        keep = np.concatenate([positive, np.sort(others)])
+        unlabelled = user.labels == 0
+        if user.shown_ignored is not None:
+            passed = np.flatnonzero(unlabelled & user.shown_ignored)
+            rest = np.flatnonzero(unlabelled & ~user.shown_ignored)
+        else:
+            passed, rest = np.zeros(0, dtype=np.int64), np.flatnonzero(unlabelled)
+        if len(passed) > negatives:
+            passed = rng.choice(passed, negatives, replace=False)
+        room = negatives - len(passed)
+        if len(rest) > room:
+            rest = rng.choice(rest, room, replace=False)
+        keep = np.concatenate([positive, np.sort(np.concatenate([passed, rest]))])
         features.append(user.features[keep])
         labels.append(user.labels[keep])
         groups.append(len(keep))

@@ -121,10 +121,13 @@ class InteractionBuilder:
         self._cols: list[np.ndarray] = []
         self._vals: list[np.ndarray] = []
         self._times: list[np.ndarray] = []
+        # Per triple: True for an ignored impression (a weak negative), False for an event.
+        self._ignored: list[np.ndarray] = []
         # Views of items with no duration: (events, user rows, item columns).
         self._pending: list[tuple[pd.DataFrame, np.ndarray, np.ndarray]] = []
         self._dwell_samples: list[np.ndarray] = []
         self.n_events = 0
+        self.n_ignored = 0
         self.max_timestamp = -np.inf
 
     def add(self, events: pd.DataFrame) -> None:
@@ -167,6 +170,33 @@ class InteractionBuilder:
         self._cols.append(cols)
         self._vals.append(weights.astype(np.float32))
         self._times.append(events[TIMESTAMP].to_numpy(np.float64))
+        self._ignored.append(np.zeros(len(rows), dtype=bool))
+
+    def add_ignored(self, impressions: pd.DataFrame) -> int:
+        """Ignored impressions (``user_id``, ``item_id``, ``shown_at``) as weak negatives of
+        ``SignalWeights.impression_ignored`` each, decayed like events. Only users and items
+        the events already know are kept: a user who never acted has nothing to learn
+        against, and an item no event or catalogue entry names is gone. Call after the
+        events. Returns how many were added."""
+        if impressions.empty or self.weights.impression_ignored == 0:
+            return 0
+        rows = self._user_ids.to_internal(impressions[USER_ID].astype(str), strict=False)
+        cols = self._item_ids.to_internal(impressions[ITEM_ID].astype(str), strict=False)
+        known = (rows >= 0) & (cols >= 0)
+        if not known.any():
+            return 0
+        times = impressions["shown_at"].to_numpy(np.float64)[known]
+        weights = np.full(len(times), self.weights.impression_ignored, dtype=np.float64)
+        if self.weights.half_life_days > 0:
+            age_days = np.maximum(self.now - times, 0.0) / SECONDS_PER_DAY
+            weights *= np.power(0.5, age_days / self.weights.half_life_days)
+        self._rows.append(rows[known].astype(np.int32))
+        self._cols.append(cols[known].astype(np.int32))
+        self._vals.append(weights.astype(np.float32))
+        self._times.append(times)
+        self._ignored.append(np.ones(len(times), dtype=bool))
+        self.n_ignored += len(times)
+        return len(times)
 
     @property
     def reference_dwell(self) -> float:
@@ -195,6 +225,11 @@ class InteractionBuilder:
             joined(self._vals, np.float32),
             joined(self._times, np.float64),
         )
+
+    def ignored_mask(self) -> np.ndarray:
+        """Aligned with ``triples()``: True where the triple is an ignored impression."""
+        self._flush_pending()
+        return np.concatenate(self._ignored) if self._ignored else np.zeros(0, dtype=bool)
 
     def build(self, keep: np.ndarray | None = None) -> InteractionData:
         """The summed, clipped matrix; ``keep`` (a mask over ``triples()``) selects events."""
