@@ -20,7 +20,10 @@ its p50 against both.
     python benchmarks/bench_soak.py --seconds 300 --rate 300
     python benchmarks/bench_soak.py --workers 1
 
-The exit status is non-zero when any request failed.
+It also counts the items in the feed answers received and, once the service has stopped,
+the impressions stored: every item shown must be exactly one impression.
+
+The exit status is non-zero when any request failed or an impression is missing.
 """
 
 from __future__ import annotations
@@ -91,14 +94,19 @@ def count_rows(home: Path) -> dict[str, int]:
 
     from recsys.config import Settings
     from recsys.store import open_store
-    from recsys.store.schema import events, items, users
+    from recsys.store.schema import events, impressions, items, users
 
     store = open_store(Settings(home=home, _env_file=None))  # type: ignore[call-arg]
     try:
         with store.read() as conn:
             return {
                 name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-                for name, table in (("items", items), ("users", users), ("events", events))
+                for name, table in (
+                    ("items", items),
+                    ("users", users),
+                    ("events", events),
+                    ("impressions", impressions),
+                )
             }
     finally:
         store.dispose()
@@ -159,6 +167,8 @@ class Results:
     late: int = 0  # requests that left more than 100 ms after their scheduled time
     unsent: int = 0  # requests still waiting for a free slot when the time was up
     events_accepted: int = 0
+    # Items in the feed answers received: each must become exactly one stored impression.
+    items_served: int = 0
 
 
 class Traffic:
@@ -219,6 +229,8 @@ async def one(http: httpx.AsyncClient, kind: str, traffic: Traffic, results: Res
         return
     if kind == "events":
         results.events_accepted += int(body["accepted"])
+    else:
+        results.items_served += len(body["items"])
     results.latency[kind].append(elapsed)
 
 
@@ -330,12 +342,15 @@ def main(argv: list[str] | None = None) -> int:
             workers = worker_pids(process.pid)
             ready_rss = {pid: rss_kib(pid) for pid in workers}
             # Warm-up: first requests build caches a steady state already has.
+            warm_items = 0
             with httpx.Client(base_url=base, timeout=60) as http:
                 for user in users[:50]:
-                    http.get(
+                    warm = http.get(
                         f"/v1/users/{user}/feed",
                         headers={"Authorization": f"Bearer {WRITE_KEY}"},
                     )
+                    warm.raise_for_status()
+                    warm_items += len(warm.json()["items"])
             start_rss = {pid: rss_kib(pid) for pid in workers}
             samples: list[tuple[float, int]] = []
             cpu_before = os.times()
@@ -364,6 +379,15 @@ def main(argv: list[str] | None = None) -> int:
         f"free slot, {results.late} sent >100 ms late)"
     )
     print(f"errors   : {failed}" + (f" {dict(results.errors)}" if failed else ""))
+    served = warm_items + results.items_served
+    stored = after["impressions"] - rows["impressions"]
+    # A request that failed in transport may have been served without the client knowing.
+    kept = stored == served if not failed else stored >= served
+    print(
+        f"shown    : {served} items in the feed answers received (warm-up included), "
+        f"{stored} impressions stored after the service stopped: "
+        f"{'all kept' if kept else 'MISMATCH'}"
+    )
     if failed or not alive:
         print("service log (last lines):\n  " + "\n  ".join(log_tail))
     for kind in ("feed", "events"):
@@ -394,10 +418,21 @@ def main(argv: list[str] | None = None) -> int:
         f"errors {'none' if not failed else 'PRESENT'}",
         f"rss growth {'within' if growth <= 10 else 'ABOVE'} 10 % in every worker",
         "service alive" if alive else "service DIED",
+        f"impressions {'all kept' if kept else 'MISMATCH'}",
     ]
     print("verdict  : " + ", ".join(verdicts))
-    print(json.dumps({"rate": done / elapsed, "errors": failed, "rss_growth_pct": growth}))
-    return 1 if failed or not alive else 0
+    print(
+        json.dumps(
+            {
+                "rate": done / elapsed,
+                "errors": failed,
+                "rss_growth_pct": growth,
+                "items_served": served,
+                "impressions_stored": stored,
+            }
+        )
+    )
+    return 1 if failed or not alive or not kept else 0
 
 
 def in_process_baseline(home: Path, built: dict[str, float], calls: int = 300) -> dict[str, float]:
