@@ -16,8 +16,8 @@
 The simulated users act at once, so the ignore window is set to a few seconds here; with
 real users it is a day by default (``RECSYS_SIGNALS__IGNORED_WINDOW_HOURS``).
 
-    python -m pipelines.impression_study                 # scale 0.3, 3 rounds
-    python -m pipelines.impression_study --scale 1 --rounds 5
+    python -m pipelines.impression_study                 # one world: scale 0.3, 3 rounds
+    python -m pipelines.impression_study --seeds 5       # five worlds, paired differences
 """
 
 from __future__ import annotations
@@ -159,30 +159,53 @@ def run_study(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--seed", type=int, default=11, help="the first world's seed")
+    parser.add_argument("--seeds", type=int, default=1, help="worlds, seeds counted up (1)")
     parser.add_argument("--scale", type=float, default=0.3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--page-size", type=int, default=10)
-    parser.add_argument("--home", type=Path, default=None, help="keep the store here (new dir)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="impression-study-") as tmp:
-        home = args.home or Path(tmp) / "home"
-        started = time.perf_counter()
-        out = run_study(
-            home, seed=args.seed, scale=args.scale, rounds=args.rounds, page_size=args.page_size
-        )
-    out["seconds"] = round(time.perf_counter() - started, 1)
-    print(json.dumps(out, indent=2))
-    without, with_ = out["without"], out["with"]
+    studies = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        with tempfile.TemporaryDirectory(prefix="impression-study-") as tmp:
+            started = time.perf_counter()
+            out = run_study(
+                Path(tmp) / "home",
+                seed=seed,
+                scale=args.scale,
+                rounds=args.rounds,
+                page_size=args.page_size,
+            )
+        out["seconds"] = round(time.perf_counter() - started, 1)
+        print(json.dumps(out), flush=True)
+        studies.append(out)
     print(
-        f"feed NDCG@{K}: {without['feed_ndcg@10']:.4f} without ignored impressions, "
-        f"{with_['feed_ndcg@10']:.4f} with ({with_['ignored_impressions']:,} weak negatives)"
+        f"\n{'seed':>5} {'shown':>7} {'ignored':>8} {'feed without':>13} {'feed with':>10} "
+        f"{'ranker without':>15} {'ranker with':>12} {'blend with':>11}"
     )
-    if without["ranker_ndcg@10"] is not None and with_["ranker_ndcg@10"] is not None:
+    for out in studies:
+        without, with_ = out["without"], out["with"]
         print(
-            f"ranker NDCG@{K} on its held-back users: {without['ranker_ndcg@10']:.4f} without, "
-            f"{with_['ranker_ndcg@10']:.4f} with (blend {with_['ranker_blend_ndcg@10']})"
+            f"{out['world']['seed']:>5} {out['shown']:>7} {with_['ignored_impressions']:>8} "
+            f"{without['feed_ndcg@10']:>13.4f} {with_['feed_ndcg@10']:>10.4f} "
+            f"{_fmt(without['ranker_ndcg@10']):>15} {_fmt(with_['ranker_ndcg@10']):>12} "
+            f"{_fmt(with_['ranker_blend_ndcg@10']):>11}"
         )
+    for key, label in (("feed_ndcg@10", "feed"), ("ranker_ndcg@10", "ranker")):
+        diffs = [
+            o["with"][key] - o["without"][key]
+            for o in studies
+            if o["with"][key] is not None and o["without"][key] is not None
+        ]
+        if diffs:
+            print(
+                f"{label} NDCG@{K}, with minus without: median {np.median(diffs):+.4f}, "
+                f"mean {np.mean(diffs):+.4f}, higher in {sum(d > 0 for d in diffs)} of {len(diffs)}"
+            )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 if __name__ == "__main__":

@@ -149,6 +149,9 @@ def gate_metrics(
     if not held.any() or held.all():
         return {"skipped": "no user has enough events for a holdout"}, None, None
     train = builder.build(keep=known_before_holdout(rows, times, held, ignored))
+    # What each user acted on before the holdout: never recommended again, so never a hit.
+    # An ignored impression is a weak negative in training, not a consumed item.
+    consumed = builder.build(keep=~held & ~ignored).matrix if ignored.any() else train.matrix
     test = (
         pd.DataFrame({"row": rows[held], "col": cols[held], WEIGHT: vals[held]})
         .groupby(["row", "col"], as_index=False)[WEIGHT]
@@ -159,7 +162,7 @@ def gate_metrics(
         # Every held-out event is negative (say, everyone's latest event is a skip).
         return {"skipped": "the holdout has no new positive interaction"}, None, None
     # A pair already in train cannot be recommended again, so it cannot count as a hit.
-    in_train = np.asarray(train.matrix[test["row"].to_numpy(), test["col"].to_numpy()]).ravel() != 0
+    in_train = np.asarray(consumed[test["row"].to_numpy(), test["col"].to_numpy()]).ravel() != 0
     test = test[~in_train]
     user_rows = test["row"].unique()
     if len(user_rows) == 0:
@@ -175,7 +178,7 @@ def gate_metrics(
             WEIGHT: test[WEIGHT].to_numpy(),
         }
     )
-    seen = train.matrix[user_rows]
+    seen = consumed[user_rows]
     spec = registry.gated()
     model = spec.create(settings).fit(train)
     gated_items, _ = model.recommend(user_rows, GATE_K, filter_seen=seen)
@@ -191,7 +194,7 @@ def gate_metrics(
             "ndcg@10": report["metrics"][f"ndcg@{GATE_K}"],
             "n_users": report["n_users"],
         }
-    return results, model, Holdout(rows, cols, vals, times, held, train, ignored)
+    return results, model, Holdout(rows, cols, vals, times, held, train, ignored, consumed)
 
 
 def held_back(

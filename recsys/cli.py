@@ -231,6 +231,8 @@ def train_command(
         ("events", f"{stats.get('events', 0):,}"),
         ("users", f"{stats.get('users', 0):,}"),
         ("items", f"{stats.get('items', 0):,}"),
+        ("ignored impressions", f"{stats.get('ignored_impressions', 0):,}"),
+        ("pruned impressions", f"{stats.get('pruned_impressions', 0):,}"),
     ]
     gate = result.metrics.get("gate", {})
     if "skipped" in gate:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from recsys import registry, release
 from recsys.config import Settings
@@ -64,6 +65,9 @@ class Holdout:
     train: InteractionData
     # True where the triple is an ignored impression (a weak negative), not an event.
     ignored: np.ndarray | None = None
+    # The events before the holdout (no impressions): what each user already consumed.
+    # None: ``train.matrix`` (there are no impressions).
+    consumed: sp.csr_matrix | None = None
 
     def events(self) -> np.ndarray:
         """Mask of the triples that are events."""
@@ -104,9 +108,8 @@ def labelled_users(holdout: Holdout) -> pd.DataFrame:
     moments = frame.groupby("row")["time"].min()
     pairs = frame.groupby(["row", "col"], as_index=False)["weight"].sum()
     # An item the user had before is consumed (never proposed again): not a label.
-    before = np.asarray(
-        holdout.train.matrix[pairs["row"].to_numpy(), pairs["col"].to_numpy()]
-    ).ravel()
+    consumed = holdout.train.matrix if holdout.consumed is None else holdout.consumed
+    before = np.asarray(consumed[pairs["row"].to_numpy(), pairs["col"].to_numpy()]).ravel()
     pairs = pairs[(pairs["weight"] > 0) & (before == 0)]
     pairs["grade"] = grade(pairs["weight"].to_numpy())
     pairs["moment"] = moments.reindex(pairs["row"]).to_numpy()

@@ -143,3 +143,21 @@ def test_the_ranker_learns_first_from_what_was_shown_and_passed_over() -> None:
     user.shown_ignored = labels_ == 0
     x, _, _ = _matrix([user], 3, np.random.default_rng(0))
     assert len(x) == 4
+
+
+def test_an_item_passed_over_before_is_not_consumed_and_can_still_be_a_label() -> None:
+    # The user ignored item 1 at t=2 and liked it in the held-back period at t=5: the fit
+    # learns the weak negative, but the like is a new positive, not a repeat.
+    rows = np.array([0, 0, 0])
+    cols = np.array([0, 1, 1])
+    vals = np.array([4.0, -0.125, 4.0], dtype=np.float32)
+    times = np.array([1.0, 2.0, 5.0])
+    ignored = np.array([False, True, False])
+    held = np.array([False, False, True])
+    fitted_on = sp.csr_matrix(([4.0, -0.125], ([0, 0], [0, 1])), shape=(1, 2))
+    consumed = sp.csr_matrix(([4.0], ([0], [0])), shape=(1, 2))
+    train = InteractionData(matrix=fitted_on, users=IdMap(["a"]), items=IdMap(["i0", "i1"]))
+    labels = labelled_users(Holdout(rows, cols, vals, times, held, train, ignored, consumed))
+    assert labels[["row", "col"]].values.tolist() == [[0, 1]]
+    # Told nothing about what was consumed, the weak negative would hide the like.
+    assert labelled_users(Holdout(rows, cols, vals, times, held, train, ignored)).empty
