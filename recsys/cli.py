@@ -205,6 +205,52 @@ def demo(
     _print_summary(event_summary)
 
 
+@app.command()
+def simulate(
+    url: Annotated[str, typer.Option(help="The service's base URL.")] = "http://127.0.0.1:8000",
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="RECSYS_SIMULATE_API_KEY", help="A write key, if keys are set."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="The demo world's seed (as given to `demo`).")] = 42,
+    scale: Annotated[
+        float, typer.Option(help="The demo world's scale (as given to `demo`).")
+    ] = 1.0,
+    users: Annotated[int, typer.Option(min=1, help="How many of its users read feeds.")] = 100,
+    pages: Annotated[int, typer.Option(min=1, help="Feed pages each user reads.")] = 3,
+    page_size: Annotated[int, typer.Option(min=1, max=100)] = 10,
+) -> None:
+    """Simulated users of the demo world read their feeds over HTTP and react by their
+    planted tastes, sending each event back with its page's feed_id (for experiments)."""
+    from pipelines.demo_world import generate_world
+    from pipelines.simulate import FeedClient, ServiceError
+    from pipelines.simulate import simulate as run_simulation
+
+    if scale <= 0:
+        raise _fail("--scale must be positive")
+    world = generate_world(seed=seed, scale=scale)
+    chosen = world.users["user_id"].head(users).tolist()
+    try:
+        result = run_simulation(
+            FeedClient(url, api_key=api_key),
+            world,
+            chosen,
+            pages_per_user=pages,
+            page_size=page_size,
+            seed=seed,
+        )
+    except ServiceError as exc:
+        raise _fail(str(exc)) from exc
+    except OSError as exc:
+        raise _fail(f"cannot reach the service at {url}: {exc}") from exc
+    typer.echo(
+        f"{len(chosen)} users read {result.pages:,} pages: {result.impressions:,} items shown, "
+        f"{result.events:,} events sent ({result.likes:,} likes)"
+    )
+    for variant, count in sorted(result.variants.items(), key=lambda kv: str(kv[0])):
+        typer.echo(f"  variant {variant or '(none)'}: {count:,} pages")
+
+
 @app.command("train")
 def train_command(
     force: Annotated[

@@ -120,3 +120,46 @@ def test_simulated_users_over_http_aa_ab_and_every_impression_kept(
     model, popular = report_ab["variants"]
     assert model["action_rate"] > popular["action_rate"], report_ab
     assert report_ab["p_value"] < 0.05, report_ab
+
+
+def test_the_simulate_command_drives_a_running_service(
+    world_template: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    home = copy_home(world_template, tmp_path / "home")
+    service = start_service(home, tmp_path / "run")
+    world_args = ["--seed", "7", "--scale", "0.2", "--users", "20", "--pages", "2"]
+    try:
+        runner = CliRunner()
+        done = runner.invoke(
+            app, ["simulate", "--url", service.base, "--api-key", WRITE_KEY, *world_args]
+        )
+        assert done.exit_code == 0, done.output
+        assert "20 users read 40 pages: 400 items shown" in done.output
+        # A read key may read feeds but not send events: the service's answer is shown.
+        refused = runner.invoke(
+            app, ["simulate", "--url", service.base, "--api-key", READ_KEY, *world_args]
+        )
+        assert refused.exit_code == 1 and "403" in refused.output
+        with httpx.Client(base_url=service.base, headers=bearer(READ_KEY)) as api:
+            feed_id = api.get("/v1/users/demo-user-0001/feed").json()["feed_id"]
+        assert feed_id
+    finally:
+        stop_service(service)
+    unreachable = CliRunner().invoke(
+        app, ["simulate", "--url", service.base, "--api-key", WRITE_KEY, *world_args]
+    )
+    assert unreachable.exit_code == 1 and "cannot reach the service" in unreachable.output
+    store = open_store(Settings(home=home, _env_file=None))  # type: ignore[call-arg]
+    try:
+        with store.read() as conn:
+            attributed = conn.exec_driver_sql(
+                "SELECT count(*), count(DISTINCT feed_id) FROM events WHERE feed_id IS NOT NULL"
+            ).one()
+    finally:
+        store.dispose()
+    # Every event the users sent names its page; 40 pages at most.
+    assert attributed[0] > 0 and 0 < attributed[1] <= 40
