@@ -43,10 +43,13 @@ class SignalWeights(BaseModel):
     # Plays: log1p of the count, so the 500th play does not outweigh everything else.
     play_scale: float = 1.0
     # An item shown in a feed that the user did not act on (no event of theirs on it) within
-    # ``ignored_window_hours``: a weak negative, an eighth of a skip's. Scrolling past says
+    # ``ignored_window_hours``: a weak negative, a quarter of a skip. Scrolling past says
     # less than skipping (the user may not have looked), but a page ignored again and again
-    # is a taste; tens of ignored impressions still do not outweigh one like.
-    impression_ignored: float = -0.125
+    # is a taste; a dozen ignored impressions still do not outweigh one like. ALS reads a
+    # weight w as confidence alpha * |w| that the user does not want the item, where an
+    # item never shown has 1: at the default alpha (8) this is 2, and -0.125 would have
+    # been exactly an unseen item's, that is, no signal at all.
+    impression_ignored: float = -0.25
     ignored_window_hours: float = Field(default=24.0, gt=0.0)
     # Events older than this lose half their weight; 0 disables decay.
     half_life_days: float = 0.0

@@ -71,7 +71,9 @@ def test_the_ignored_mask_stays_aligned_when_views_wait_for_the_median_dwell() -
     _rows, cols, vals, _times = builder.triples()
     mask = builder.ignored_mask()
     assert len(mask) == len(vals) == 3
-    assert cols[mask].tolist() == [2] and vals[mask].tolist() == [-0.125]
+    assert cols[mask].tolist() == [2] and vals[mask].tolist() == [
+        SignalWeights().impression_ignored
+    ]
     assert sorted(cols[~mask].tolist()) == [0, 1]
 
 
@@ -161,3 +163,30 @@ def test_an_item_passed_over_before_is_not_consumed_and_can_still_be_a_label() -
     assert labels[["row", "col"]].values.tolist() == [[0, 1]]
     # Told nothing about what was consumed, the weak negative would hide the like.
     assert labelled_users(Holdout(rows, cols, vals, times, held, train, ignored)).empty
+
+
+def test_by_default_an_ignored_impression_lowers_the_item_for_the_user_in_als() -> None:
+    # ALS counts a weight w as confidence alpha * |w| that the user does not want the item,
+    # where an item never shown has 1: a weak negative at or below that says nothing.
+    from recsys.models.als import ALSModel
+    from recsys.models.configs import ALSConfig
+
+    rng = np.random.default_rng(0)
+    dense = (rng.random((60, 40)) < 0.2) * rng.uniform(1.0, 4.0, (60, 40))
+    data = InteractionData(
+        matrix=sp.csr_matrix(dense.astype(np.float32)),
+        users=IdMap([f"u{u}" for u in range(60)]),
+        items=IdMap([f"i{i}" for i in range(40)]),
+    )
+    model = ALSModel(ALSConfig(factors=8, iterations=5, use_gpu=False)).fit(data)
+    _, item_factors = model._factors()
+    weights = SignalWeights()
+    liked = [0, 1, 2]
+    for passed_over in range(3, 40):
+        plain = model.fold_in_user(liked, [weights.like] * 3)
+        told = model.fold_in_user(
+            [*liked, passed_over], [weights.like] * 3 + [weights.impression_ignored]
+        )
+        before = float(plain @ item_factors[passed_over])
+        after = float(told @ item_factors[passed_over])
+        assert after < before - 1e-6 * max(1.0, abs(before)), passed_over
