@@ -326,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         from recsys.store import open_store  # noqa: F401  (warm the import for count_rows)
 
-        rows = count_rows(home)
         baseline = in_process_baseline(home, built)
+        # After the baseline: its in-process feeds record impressions too.
+        rows = count_rows(home)
         print(
             f"baseline : bare EdgeShard.query top-20 p50 {baseline['bare p50'] * 1e3:.3f} ms; "
             f"in-process Recommender.feed p50 {baseline['feed p50'] * 1e3:.3f} ms "
