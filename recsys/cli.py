@@ -580,7 +580,10 @@ def evaluate(
         bool, typer.Option("--feed/--no-feed", help="Include the production blended feed.")
     ] = True,
     seed: int = 42,
-    out: Annotated[Path, typer.Option(help="Reports directory.")] = Path("reports"),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Reports directory (default: RECSYS_REPORTS_DIR, ./reports)."),
+    ] = None,
     compare: Annotated[
         tuple[Path, Path] | None,
         typer.Option(help="Diff two reports (directories or metrics.json) instead."),
@@ -632,7 +635,7 @@ def evaluate(
         seed=seed,
         tune=tune,
         include_feed=feed_model,
-        out_dir=out,
+        out_dir=out or settings.reports_dir,
         progress=typer.echo,
     )
     typer.echo(f"report: {result.report_dir / 'index.html'}")

@@ -187,6 +187,8 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(default=Path("./var"), description="Where embedded state lives.")
+    # Where `recsys evaluate` writes its reports and the web console reads them.
+    reports_dir: Path = Field(default=Path("reports"), description="Evaluation reports.")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default is SQLite under home."
     )

@@ -19,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 import recsys
 from recsys.api import errors, experiment_routes  # noqa: F401 (registers /v1/experiments)
 from recsys.api.auth import KeyRing
+from recsys.api.console import console
 from recsys.api.metrics import ApiMetrics
 from recsys.api.middleware import BodyLimitMiddleware, TimingMiddleware
 from recsys.api.operations import freeze_heap, swapped
@@ -130,7 +131,7 @@ def create_app(
         lifespan=lifespan,
         # The routes themselves, not include_router(): included routes are matched by
         # FastAPI's own copies of their patterns, which would undo Route's.
-        routes=[*v1.routes, *operations.routes],
+        routes=[*v1.routes, *operations.routes, *console.routes],
     )
     app.state.settings = settings
     app.state.keys = keys

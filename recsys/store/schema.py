@@ -92,6 +92,8 @@ events = Table(
     Index(None, "timestamp"),
     Index(None, "ingested_at"),
     Index(None, "feed_id"),
+    # An item's interactions over time (the console's item page, an item's audience).
+    Index(None, "item_id", "timestamp"),
 )
 
 # What the service showed: one row per item of every feed and similar-items answer,
