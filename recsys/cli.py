@@ -676,7 +676,7 @@ def serve(
         check_bind(host, settings)
         typer.echo(
             f"recsys: serving on http://{host}:{port} with {count} worker{'s' * (count > 1)}; "
-            f"API reference at http://{host}:{port}/docs"
+            f"API reference at http://{host}:{port}/docs; web console at http://{host}:{port}/ui"
         )
         run_server(host=host, port=port, settings=settings, workers=count)
     except InsecureBindError as exc:
