@@ -46,7 +46,13 @@ from recsys.serving.learned import LearnedRanker
 from recsys.serving.types import FeedFilters, NoModel, UnknownItem
 from recsys.store.catalog import load_items
 from recsys.store.events import event_time_range, user_events
-from recsys.store.overview import events_per_day, item_events_per_day, store_counts
+from recsys.store.overview import (
+    DAY,
+    events_per_day,
+    item_events_per_day,
+    recent_type_mix,
+    store_counts,
+)
 from recsys.store.runs import get_run, list_runs
 
 log = logging.getLogger("recsys.api.console")
@@ -61,6 +67,8 @@ KEY_COOKIE = "recsys_console_key"
 CSRF_COOKIE = "recsys_console_csrf"
 COOKIE_PATH = "/ui"
 OVERVIEW_DAYS = 30
+# The event-type mix is of the newest events, a bounded read however large the store.
+MIX_EVENTS = 20_000
 SIMILAR_KINDS = ("content", "behavioural", "blend", "item2item")
 REPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Console pages load only their own assets; a report page is self-contained (inline CSS,
@@ -318,12 +326,12 @@ def overview(request: Request) -> Response:
     with recommender.store.read() as conn:
         counts = store_counts(conn)
         newest = event_time_range(conn)[1]
-        since = (newest or time.time()) - OVERVIEW_DAYS * 86_400
-        per_day = events_per_day(conn, since)
+        last_day = math.floor((newest or time.time()) / DAY) * DAY
+        days = [last_day - DAY * back for back in range(OVERVIEW_DAYS - 1, -1, -1)]
+        per_day = events_per_day(conn, days)
+        mix = recent_type_mix(conn, MIX_EVENTS)
         version = recommender.model_version
         run = get_run(conn, version) if version else None
-    days = per_day.groupby("day")["events"].sum()
-    mix = per_day.groupby("type")["events"].sum().sort_values(ascending=False)
     ranker = None
     state = recommender.state
     if state is not None:
@@ -335,8 +343,9 @@ def overview(request: Request) -> Response:
         "overview.html",
         {
             "counts": counts,
-            "days": _bars((_day(day), value) for day, value in days.items()),
-            "mix": _bars(mix.items()),
+            "days": _bars((_day(day), value) for day, value in zip(days, per_day, strict=True)),
+            "mix": _bars(sorted(mix.items(), key=lambda kv: -kv[1])),
+            "mix_events": sum(mix.values()),
             "window_days": OVERVIEW_DAYS,
             "newest": newest,
             "version": version,

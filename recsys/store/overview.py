@@ -4,8 +4,10 @@ millions of events)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
-from sqlalchemy import ColumnElement, Connection, Integer, cast, func, select
+from sqlalchemy import ColumnElement, Connection, Integer, bindparam, cast, func, select
 
 from recsys.store.schema import events, items, users
 
@@ -37,10 +39,24 @@ def _per_day(query_filter: list[ColumnElement[bool]], conn: Connection) -> pd.Da
     return frame
 
 
-def events_per_day(conn: Connection, since: float) -> pd.DataFrame:
-    """Events from ``since`` on, per UTC day and type: columns day (the day's start, unix
-    seconds), type, events."""
-    return _per_day([events.c.timestamp >= since], conn)
+def events_per_day(conn: Connection, days: Sequence[float]) -> list[int]:
+    """Events in each UTC day starting at ``days`` (unix seconds). One range count on the
+    timestamp index per day: no event row is read, so the cost does not grow with the
+    store (grouping the window's rows cost 136 ms at 87k events and grows with them)."""
+    query = (
+        select(func.count())
+        .select_from(events)
+        .where(events.c.timestamp >= bindparam("start"), events.c.timestamp < bindparam("end"))
+    )
+    return [int(conn.execute(query, {"start": d, "end": d + DAY}).scalar_one()) for d in days]
+
+
+def recent_type_mix(conn: Connection, newest: int = 20_000) -> dict[str, int]:
+    """Event types among the ``newest`` events: the current mix, read from a bounded
+    number of rows however large the store."""
+    recent = select(events.c.type).order_by(events.c.timestamp.desc()).limit(newest).subquery()
+    query = select(recent.c.type, func.count()).group_by(recent.c.type)
+    return {str(kind): int(n) for kind, n in conn.execute(query).all()}
 
 
 def item_events_per_day(conn: Connection, item_id: str) -> pd.DataFrame:
