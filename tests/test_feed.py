@@ -810,3 +810,57 @@ def test_items_another_process_writes_are_indexed_once_by_the_sync(
     similar = recommender.similar(anchor["item_id"], kind="content", limit=10)
     assert "written-by-another-worker" in [i.item_id for i in similar]
     assert recommender.sync_items() == 0
+
+
+def test_an_inspected_page_is_the_served_page_and_says_why_the_rest_missed_it(
+    recommender: Recommender, trained_world: TrainedWorld
+) -> None:
+    from recsys.serving.inspect import BELOW, DIVERSITY, FATIGUE, ON_PAGE, inspect_feed
+
+    user = "inspected-user"
+    topics = categories_of(trained_world)
+    football = topic_items(trained_world, "football", 6)
+    # Mostly football, some cooking: two liked categories, so the category cap (half the
+    # page) holds football back where it would fill the page.
+    send(recommender, user, [*football[:4], *topic_items(trained_world, "cooking", 1)], "like")
+    # Skips of two items like the rest: some candidates carry a fatigue penalty.
+    send(recommender, user, football[4:6], "skip", start=1.8e9 + 100)
+    assert recommender.impressions is not None
+    recommender.impressions.flush()
+    written_before = recommender.impressions.written
+    for limit in (5, 20):
+        served = recommender.feed(user, limit=limit)
+        seen = inspect_feed(recommender, user, limit)
+        assert [i.item_id for i in seen.page] == [i.item_id for i in served.items]
+        assert seen.model_version == served.model_version and seen.ranker == "blend"
+        # Every proposed candidate has one verdict, and the page's picks are "on the page"
+        # at their positions.
+        proposed = {item for lst in seen.lists for item, _ in lst.items}
+        assert proposed == set(seen.candidates)
+        for position, item in enumerate(seen.page):
+            assert seen.candidates[item.item_id].verdict == ON_PAGE
+            assert seen.candidates[item.item_id].position == position
+        verdicts = Counter(c.verdict for c in seen.candidates.values())
+        assert verdicts[ON_PAGE] == limit
+        for c in seen.candidates.values():
+            if c.verdict == FATIGUE:
+                assert c.penalty > 0 and c.rank >= limit
+            elif c.verdict == DIVERSITY:
+                assert c.rank < limit
+            elif c.verdict == BELOW:
+                assert c.rank >= limit
+        if limit == 20:
+            # Football would fill more than half the page: the cap passed some over.
+            assert verdicts[DIVERSITY] > 0
+            passed = [c for c in seen.candidates.values() if c.verdict == DIVERSITY]
+            assert {topics[c.item_id] for c in passed} & {"football"}
+        # The consumed items are named and never proposed.
+        assert set(football[:4]) <= set(seen.excluded)
+        assert not set(seen.excluded) & proposed
+    assert any(c.penalty > 0 for c in seen.candidates.values())
+    # Filters apply as in the feed.
+    filtered = inspect_feed(recommender, user, 5, FeedFilters(categories=["cooking"]))
+    assert {topics[i.item_id] for i in filtered.page} == {"cooking"}
+    # An operator's look is not an impression.
+    recommender.impressions.flush()
+    assert recommender.impressions.written - written_before == 5 + 20  # the served pages only
