@@ -815,7 +815,7 @@ def test_items_another_process_writes_are_indexed_once_by_the_sync(
 def test_an_inspected_page_is_the_served_page_and_says_why_the_rest_missed_it(
     recommender: Recommender, trained_world: TrainedWorld
 ) -> None:
-    from recsys.serving.inspect import BELOW, DIVERSITY, FATIGUE, ON_PAGE, inspect_feed
+    from recsys.serving.inspect import BELOW, DIVERSITY, FATIGUE, ON_PAGE, SERVED, inspect_feed
 
     user = "inspected-user"
     topics = categories_of(trained_world)
@@ -858,9 +858,23 @@ def test_an_inspected_page_is_the_served_page_and_says_why_the_rest_missed_it(
         assert set(football[:4]) <= set(seen.excluded)
         assert not set(seen.excluded) & proposed
     assert any(c.penalty > 0 for c in seen.candidates.values())
+    # The next page: the feed's cursor, and what the first page showed is "served".
+    first = recommender.feed(user, limit=10)
+    second = recommender.feed(user, limit=10, cursor=first.next_cursor)
+    seen = inspect_feed(recommender, user, 10, cursor=first.next_cursor)
+    assert seen.page_number == 1
+    assert [i.item_id for i in seen.page] == [i.item_id for i in second.items]
+    served = {c.item_id for c in seen.candidates.values() if c.verdict == SERVED}
+    assert served and served <= {i.item_id for i in first.items}
+    proposed = {item for lst in seen.lists for item, _ in lst.items}
+    assert proposed & {i.item_id for i in first.items} == served
+    assert seen.next_cursor is not None
+    with pytest.raises(InvalidCursor):
+        inspect_feed(recommender, "someone-else", 10, cursor=first.next_cursor)
     # Filters apply as in the feed.
     filtered = inspect_feed(recommender, user, 5, FeedFilters(categories=["cooking"]))
     assert {topics[i.item_id] for i in filtered.page} == {"cooking"}
     # An operator's look is not an impression.
     recommender.impressions.flush()
-    assert recommender.impressions.written - written_before == 5 + 20  # the served pages only
+    # The served pages only: 5 + 20, then two of 10.
+    assert recommender.impressions.written - written_before == 5 + 20 + 10 + 10

@@ -43,7 +43,7 @@ from recsys.evaluation.report_comparison import compare_reports
 from recsys.serving import Recommender
 from recsys.serving.inspect import inspect_feed
 from recsys.serving.learned import LearnedRanker
-from recsys.serving.types import FeedFilters, NoModel, UnknownItem
+from recsys.serving.types import FeedFilters, InvalidCursor, NoModel, UnknownItem
 from recsys.store.catalog import load_items
 from recsys.store.events import event_time_range, user_events
 from recsys.store.overview import (
@@ -386,6 +386,7 @@ def user_page(
     limit: int = 20,
     category: str | None = None,
     tag: str | None = None,
+    cursor: str | None = None,
 ) -> Response:
     principal = signed_in(request)
     if principal is None:
@@ -401,7 +402,15 @@ def user_page(
     with recommender.store.read() as conn:
         timeline = user_events(conn, user_id, limit=200)
     try:
-        inspection = inspect_feed(recommender, user_id, limit, filters)
+        inspection = inspect_feed(recommender, user_id, limit, filters, cursor or None)
+    except InvalidCursor:
+        return _page(
+            request,
+            "error.html",
+            {"message": "That cursor belongs to another feed (or is damaged)."},
+            principal,
+            400,
+        )
     except NoModel:
         return _page(
             request,
@@ -442,6 +451,18 @@ def user_page(
             "category": category or "",
             "tag": tag or "",
             "categories": categories,
+            "next_query": urllib.parse.urlencode(
+                {
+                    k: v
+                    for k, v in {
+                        "limit": limit,
+                        "category": category or "",
+                        "tag": tag or "",
+                        "cursor": inspection.next_cursor or "",
+                    }.items()
+                    if v
+                }
+            ),
             "quote": lambda v: urllib.parse.quote(v, safe=""),
         },
         principal,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recsys.serving.cursor import decode_cursor, item_hash, next_cursor, request_key
 from recsys.serving.history import History
 from recsys.serving.learned import LearnedRanker
 from recsys.serving.page import build_page, fatigue
@@ -24,6 +25,7 @@ ON_PAGE = "on the page"
 FATIGUE = "fatigue"  # it would have made the page without the penalty for recent skips
 DIVERSITY = "diversity"  # it ranked high enough, but MMR or the category cap passed it over
 BELOW = "below the page"  # others scored higher
+SERVED = "served on an earlier page"  # the cursor says so
 
 
 @dataclass
@@ -57,6 +59,8 @@ class FeedInspection:
     # Items the user consumed (and filter exclusions): never proposed by any source.
     excluded: list[str]
     history: History = field(repr=False)
+    page_number: int = 0
+    next_cursor: str | None = None
 
 
 def inspect_feed(
@@ -64,22 +68,30 @@ def inspect_feed(
     user_id: str,
     limit: int = 20,
     filters: FeedFilters | None = None,
+    cursor: str | None = None,
 ) -> FeedInspection:
-    """The first page of ``user_id``'s feed, explained. Raises ``NoModel`` before the first
-    version is published, ``ValueError`` for a bad limit."""
+    """A page of ``user_id``'s feed (the first, or the one ``cursor`` continues to),
+    explained. Raises ``NoModel`` before the first version is published, ``InvalidCursor``
+    for a cursor of another feed, ``ValueError`` for a bad limit."""
     if not 1 <= limit <= 100:
         raise ValueError("limit must be between 1 and 100")
+    key = request_key(user_id, filters)
+    served, page_number = decode_cursor(cursor, key) if cursor else (set(), 0)
     experiment = recommender.experiment
     variant = experiment.assign(user_id) if experiment is not None else None
     config = variant.feed_config(recommender.config) if variant is not None else recommender.config
     state = recommender.require_state(variant.model_version if variant is not None else None)
     history = recommender.history(state, user_id)
     ranker = recommender.ranker_for(state, history, config)
-    request = recommender.request(state, user_id, history, limit, set(), filters, config=config)
+    request = recommender.request(state, user_id, history, limit, served, filters, config=config)
     lists = gather(recommender.sources or default_sources(), request)
-    ranked = ranker.rank(request, lists, set())
+    ranked = ranker.rank(request, lists, served)
     page = build_page(request, ranked, limit) if ranked is not None else []
     candidates: dict[str, Candidate] = {}
+    for candidate_list in lists:
+        for hit in candidate_list.hits:
+            if served and item_hash(hit.item_id) in served:
+                candidates[hit.item_id] = Candidate(hit.item_id, float("nan"), -1, SERVED)
     if ranked is not None:
         catalogue = state.catalogue
         rows = ranked.rows
@@ -125,4 +137,6 @@ def inspect_feed(
         candidates=candidates,
         excluded=sorted(request.excluded),
         history=history,
+        page_number=page_number,
+        next_cursor=next_cursor(served, (i.item_id for i in page), page_number, key),
     )

@@ -194,6 +194,23 @@ def test_pages_show_the_services_own_data(
     page = client.get(f"/ui/users/{path_id(user)}").text
     feed_table = page.split('id="feed"', 1)[1].split("</table>", 1)[0]
     assert re.findall(r'data-item-id="([^"]+)"', feed_table) == api_items
+    # The next page follows the feed's cursor.
+    first = client.get(f"/v1/users/{path_id(user)}/feed", headers=bearer(READ_KEY)).json()
+    second = client.get(
+        f"/v1/users/{path_id(user)}/feed",
+        params={"cursor": first["next_cursor"]},
+        headers=bearer(READ_KEY),
+    ).json()
+    link = re.search(r'id="next-page" href="([^"]+)"', page)
+    assert link is not None
+    next_page = client.get(link.group(1).replace("&amp;", "&")).text
+    next_table = next_page.split('id="feed"', 1)[1].split("</table>", 1)[0]
+    assert re.findall(r'data-item-id="([^"]+)"', next_table) == [
+        i["item_id"] for i in second["items"]
+    ]
+    assert "served on an earlier page" in next_page
+    bad = client.get(f"/ui/users/{path_id(user)}", params={"cursor": "not-a-cursor"})
+    assert bad.status_code == 400
     # Filters reach the page: one category only.
     category = str(world.items["category"].dropna().iloc[0])
     filtered = client.get(f"/ui/users/{path_id(user)}", params={"category": category, "limit": 5})
