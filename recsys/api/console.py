@@ -38,6 +38,8 @@ from recsys import release
 from recsys.api.auth import ANONYMOUS, Principal, fingerprint
 from recsys.api.operations import swapped
 from recsys.api.routing import Route, metrics_of
+from recsys.api.schemas import storable_text
+from recsys.columns import MAX_ID_LENGTH
 from recsys.config import Settings
 from recsys.evaluation.report_comparison import compare_reports
 from recsys.serving import Recommender
@@ -79,7 +81,7 @@ CONSOLE_CSP = (
 )
 REPORT_CSP = (
     "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'; "
-    "base-uri 'none'"
+    "base-uri 'none'; sandbox"
 )
 
 console = APIRouter(route_class=Route, include_in_schema=False)
@@ -94,8 +96,10 @@ def signed_in(request: Request) -> Principal | None:
     ring = request.app.state.keys
     if not ring.enabled:
         return ANONYMOUS
-    presented = request.cookies.get(KEY_COOKIE)
-    if not presented:
+    presented = urllib.parse.unquote(request.cookies.get(KEY_COOKIE) or "")
+    if presented:
+        presented = presented.encode("utf-8").decode("latin-1")
+    else:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         presented = value.strip() if scheme.lower() == "bearer" else ""
@@ -106,7 +110,14 @@ def signed_in(request: Request) -> Principal | None:
 
 
 def _to_login(request: Request) -> RedirectResponse:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    """To the sign-in form, coming back to this page after it. The path as sent (still
+    percent-encoded), so an id such as ``%41`` comes back as itself; after a POST, to the
+    page the form was on (a POST cannot be repeated by a redirect)."""
+    if request.method != "GET":
+        target = "/ui/models"
+    else:
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        target = raw.decode("latin-1") + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"/ui/login?next={urllib.parse.quote(target, safe='')}", 303)
 
 
@@ -119,15 +130,38 @@ def _safe_next(value: str | None) -> str:
 
 def _csrf_token(request: Request) -> str:
     token = request.cookies.get(CSRF_COOKIE)
-    if not token or not re.fullmatch(r"[0-9a-f]{32}", token):
+    if not token or not CSRF_TOKEN.fullmatch(token):
         token = getattr(request.state, "csrf", None) or secrets.token_hex(16)
     request.state.csrf = token
     return token
 
 
+CSRF_TOKEN = re.compile(r"[0-9a-f]{32}")
+
+
+def _same_origin(request: Request) -> bool:
+    """False when the browser says the request comes from another site or origin. A cookie
+    planted from a sibling origin (another port on localhost, a subdomain) can match the
+    double-submit token, so the browser's own statement is checked as well."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is not None and origin != "null":
+        own = f"{request.url.scheme}://{request.url.netloc}"
+        return origin == own
+    return origin != "null"
+
+
 def _csrf_ok(request: Request, submitted: str | None) -> bool:
+    """The form's token equals the SameSite=Strict cookie's, and the request is not
+    cross-origin. Both must be tokens this console issues (hex), compared as bytes."""
     cookie = request.cookies.get(CSRF_COOKIE) or ""
-    return bool(cookie and submitted) and hmac.compare_digest(cookie, submitted or "")
+    if not (CSRF_TOKEN.fullmatch(cookie) and CSRF_TOKEN.fullmatch(submitted or "")):
+        return False
+    return _same_origin(request) and hmac.compare_digest(
+        cookie.encode(), (submitted or "").encode()
+    )
 
 
 def _secure(request: Request) -> bool:
@@ -200,14 +234,32 @@ async def login(request: Request) -> Response:
             403,
         )
     key = form.get("key", "")
-    principal = request.app.state.keys.identify(key) if key else None
+    # KeyRing compares what a header carries (latin-1 text of the bytes sent): the same
+    # bytes here, so a non-ASCII key signs in as it authenticates over the API.
+    principal = (
+        request.app.state.keys.identify(key.encode("utf-8").decode("latin-1")) if key else None
+    )
     if principal is None:
         log.info("console sign-in refused (fingerprint %s)", fingerprint(key))
         return _page(request, "login.html", {"next": target, "error": "Unknown key."}, None, 401)
     log.info("console sign-in: key %s (%s)", principal.fingerprint, principal.scope)
     response = RedirectResponse(target, 303)
     response.set_cookie(
-        KEY_COOKIE, key, httponly=True, samesite="strict", path=COOKIE_PATH, secure=_secure(request)
+        KEY_COOKIE,
+        urllib.parse.quote(key, safe=""),
+        httponly=True,
+        samesite="strict",
+        path=COOKIE_PATH,
+        secure=_secure(request),
+    )
+    # A new token for the signed-in session: one planted before sign-in is worth nothing.
+    response.set_cookie(
+        CSRF_COOKIE,
+        secrets.token_hex(16),
+        httponly=True,
+        samesite="strict",
+        path=COOKIE_PATH,
+        secure=_secure(request),
     )
     return response
 
@@ -219,6 +271,7 @@ async def logout(request: Request) -> Response:
         return Response("the form expired", status_code=403)
     response = RedirectResponse("/ui/login", 303)
     response.delete_cookie(KEY_COOKIE, path=COOKIE_PATH)
+    response.delete_cookie(CSRF_COOKIE, path=COOKIE_PATH)
     return response
 
 
@@ -379,11 +432,30 @@ def _labels(value: str | None) -> list[str] | None:
     return parts or None
 
 
-@console.get("/ui/users/{user_id}", response_class=HTMLResponse)
+def _bad_id(value: str) -> str | None:
+    """Why an id from the address cannot be an id (the API's rules), or None."""
+    if len(value) > MAX_ID_LENGTH:
+        return f"an id has at most {MAX_ID_LENGTH} characters"
+    try:
+        storable_text(value)
+    except ValueError as exc:
+        return f"not a valid id: {exc}"
+    return None
+
+
+def _page_size(value: str | None) -> int:
+    """The page size asked for, within 1..100; anything else (an emptied field) is 20."""
+    try:
+        return max(1, min(int(value or 20), 100))
+    except ValueError:
+        return 20
+
+
+@console.get("/ui/users/{user_id:path}", response_class=HTMLResponse)
 def user_page(
     request: Request,
     user_id: str,
-    limit: int = 20,
+    limit: str | None = None,
     category: str | None = None,
     tag: str | None = None,
     cursor: str | None = None,
@@ -394,15 +466,21 @@ def user_page(
     recommender = _recommender(request)
     if recommender is None:
         return _page(request, "error.html", {"message": "The service is starting."}, principal, 503)
-    limit = max(1, min(int(limit), 100))
+    problem = _bad_id(user_id) or next(
+        (p for p in map(_bad_id, (category or "", tag or "")) if p), None
+    )
+    if problem:
+        return _page(request, "error.html", {"message": problem}, principal, 422)
+    page_size = _page_size(limit)
     try:
-        filters = FeedFilters(categories=_labels(category), tags=_labels(tag))
+        # One category from the list (a name may hold a comma); tags comma separated.
+        filters = FeedFilters(categories=[category] if category else None, tags=_labels(tag))
     except ValueError as exc:
         return _page(request, "error.html", {"message": str(exc)}, principal, 422)
     with recommender.store.read() as conn:
         timeline = user_events(conn, user_id, limit=200)
     try:
-        inspection = inspect_feed(recommender, user_id, limit, filters, cursor or None)
+        inspection = inspect_feed(recommender, user_id, page_size, filters, cursor or None)
     except InvalidCursor:
         return _page(
             request,
@@ -447,7 +525,7 @@ def user_page(
             "parts": parts,
             "scale": top,
             "timeline": timeline.to_dict("records"),
-            "limit": limit,
+            "limit": page_size,
             "category": category or "",
             "tag": tag or "",
             "categories": categories,
@@ -455,7 +533,7 @@ def user_page(
                 {
                     k: v
                     for k, v in {
-                        "limit": limit,
+                        "limit": page_size,
                         "category": category or "",
                         "tag": tag or "",
                         "cursor": inspection.next_cursor or "",
@@ -482,7 +560,7 @@ def find_item(request: Request, item_id: str | None = None) -> Response:
     return _page(request, "find.html", {"kind": "item"}, principal)
 
 
-@console.get("/ui/items/{item_id}", response_class=HTMLResponse)
+@console.get("/ui/items/{item_id:path}", response_class=HTMLResponse)
 def item_page(request: Request, item_id: str) -> Response:
     principal = signed_in(request)
     if principal is None:
@@ -490,6 +568,9 @@ def item_page(request: Request, item_id: str) -> Response:
     recommender = _recommender(request)
     if recommender is None:
         return _page(request, "error.html", {"message": "The service is starting."}, principal, 503)
+    problem = _bad_id(item_id)
+    if problem:
+        return _page(request, "error.html", {"message": problem}, principal, 422)
     with recommender.store.read() as conn:
         stored = load_items(conn, [item_id])
         activity = item_events_per_day(conn, item_id)
@@ -700,13 +781,21 @@ def reports_page(request: Request, a: str | None = None, b: str | None = None) -
         if left is None or right is None:
             error = "Choose two reports from the list."
         else:
-            table: pd.DataFrame = compare_reports(left, right, echo=False)
-            comparison = {
-                "columns": [str(c) for c in table.columns],
-                "rows": [
-                    [_cell(v) for v in row] for row in table.itertuples(index=False, name=None)
-                ],
-            }
+            try:
+                table: pd.DataFrame = compare_reports(left, right, echo=False)
+            except (ValueError, KeyError, TypeError, OSError) as exc:
+                table = pd.DataFrame()
+                error = f"These two reports cannot be compared: {exc}"
+            comparison = (
+                None
+                if error
+                else {
+                    "columns": [str(c) for c in table.columns],
+                    "rows": [
+                        [_cell(v) for v in row] for row in table.itertuples(index=False, name=None)
+                    ],
+                }
+            )
     return _page(
         request,
         "reports.html",
@@ -738,6 +827,7 @@ def report_file(request: Request, name: str) -> Response:
         return _page(request, "error.html", {"message": f"No report {name!r}."}, principal, 404)
     response = FileResponse(directory / "index.html", media_type="text/html")
     response.headers["Content-Security-Policy"] = REPORT_CSP
+    response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,10 @@ def sign_in(client: TestClient, key: str) -> str:
     assert form.status_code == 200 and token, form.text
     done = client.post("/ui/login", data={"csrf": token.group(1), "key": key, "next": "/ui/models"})
     assert done.status_code == 303 and done.headers["location"] == "/ui/models"
-    return token.group(1)
+    # Signing in issues a new token: one planted before is worth nothing after.
+    fresh = client.cookies.get(CSRF_COOKIE, path="/ui")
+    assert fresh and fresh != token.group(1)
+    return str(fresh)
 
 
 def pages(world: World, reports: list[str]) -> list[str]:
@@ -305,3 +309,87 @@ def test_service_figures_come_from_the_services_own_metrics() -> None:
     assert [row["label"] for row in figures["source_mix"]] == ["als", "popular"]
     assert figures["source_mix"][0]["value"] == 75.0
     assert figures["impressions_written"] == 400 and figures["impressions_dropped"] == 0
+
+
+def test_hostile_tokens_origins_and_ids_get_answers_not_errors(
+    client: TestClient, world: World, reports: list[str]
+) -> None:
+    token = sign_in(client, WRITE_KEY)
+    live = world.recommender.vectors.live_version()
+    activate = f"/ui/models/{CLONE}/activate"
+    # Tokens this console never issues: non-hex, non-ASCII, planted in cookie and form.
+    for planted in ("x", "é" * 32, "0" * 31):
+        client.cookies.set(CSRF_COOKIE, "x" if planted == "x" else token, path="/ui")
+        assert client.post(activate, data={"csrf": planted}).status_code == 403, planted
+    client.cookies.set(CSRF_COOKIE, token, path="/ui")
+    # The right token, but the browser says the form came from elsewhere.
+    for headers in (
+        {"Origin": "http://evil.test"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # another port or subdomain
+    ):
+        refused = client.post(activate, data={"csrf": token}, headers=headers)
+        assert refused.status_code == 403, headers
+    assert world.recommender.vectors.live_version() == live
+    # Ids are any text, as in the API: '/', '%', a newline; a NUL is refused plainly.
+    for odd in ("a/b", "%41", "line\nbreak", "x" * 512):
+        page = client.get(f"/ui/users/{path_id(odd)}")
+        assert page.status_code == 200, odd
+        assert "No events: a cold user" in page.text
+        assert client.get(f"/ui/items/{path_id(odd)}").status_code == 404
+    for bad in ("nul\x00", "x" * 513):
+        assert client.get(f"/ui/users/{path_id(bad)}").status_code == 422
+        assert client.get(f"/ui/items/{path_id(bad)}").status_code == 422
+    # A page size the form did not mean: the default page, not a JSON error.
+    user = path_id(world.users[0])
+    for limit in ("abc", "", "-3", "100000"):
+        page = client.get(f"/ui/users/{user}", params={"limit": limit})
+        assert page.status_code == 200, limit
+        rows = re.findall(
+            r'data-item-id="', page.text.split('id="feed"', 1)[1].split("</table>")[0]
+        )
+        assert len(rows) == {"abc": 20, "": 20, "-3": 1, "100000": 100}[limit]
+    # A report whose metrics cannot be read is named, not a server error.
+    broken = world.settings.reports_dir / "20000101-000000"
+    broken.mkdir(parents=True, exist_ok=True)
+    (broken / "metrics.json").write_text("{}")
+    page = client.get("/ui/reports", params={"a": broken.name, "b": reports[0]})
+    assert page.status_code == 200 and "cannot be compared" in page.text
+    # Signed out, a POST goes to the sign-in form, then back to the models page.
+    client.cookies.clear()
+    away = client.post(activate, data={"csrf": token})
+    assert away.status_code == 303 and away.headers["location"] == "/ui/login?next=%2Fui%2Fmodels"
+    # The path as sent comes back after sign-in: user "%41" stays "%41".
+    to_login = client.get("/ui/users/%2541").headers["location"]
+    next_page = urllib.parse.parse_qs(urllib.parse.urlsplit(to_login).query)["next"][0]
+    assert next_page == "/ui/users/%2541"
+
+
+def test_the_overview_shows_a_version_without_a_recorded_run(
+    client: TestClient, world: World
+) -> None:
+    token = sign_in(client, WRITE_KEY)
+    live = world.recommender.vectors.live_version()
+    assert live is not None
+    try:
+        assert _activate(client, CLONE, token).status_code == 303
+        overview = client.get("/ui")
+        assert overview.status_code == 200 and CLONE in overview.text
+        assert "no run recorded for this version" in overview.text
+    finally:
+        assert _activate(client, live, token).status_code == 303
+
+
+def test_a_key_beyond_ascii_signs_in_as_it_authenticates_over_the_api(world: World) -> None:
+    key = "clé-de-lecture-0123456789"
+    settings = world.settings.model_copy(update={"api_keys": f"{key}:read"})
+    app = create_app(settings, world.recommender, refresh_interval=0.1)
+    with TestClient(app, follow_redirects=False) as keyed:
+        keyed.get("/ui/login")
+        done = keyed.post(
+            "/ui/login",
+            data={"csrf": keyed.cookies.get(CSRF_COOKIE), "key": key, "next": "/ui/models"},
+        )
+        assert done.status_code == 303
+        assert keyed.get("/ui/models").status_code == 200
