@@ -39,15 +39,18 @@ from recsys.api.auth import ANONYMOUS, Principal, fingerprint
 from recsys.api.operations import swapped
 from recsys.api.routing import Route, metrics_of
 from recsys.api.schemas import storable_text
-from recsys.columns import MAX_ID_LENGTH
+from recsys.columns import ITEM_ID, MAX_ID_LENGTH
 from recsys.config import Settings
 from recsys.evaluation.report_comparison import compare_reports
+from recsys.experiments import experiment_report
 from recsys.serving import Recommender
 from recsys.serving.inspect import inspect_feed
 from recsys.serving.learned import LearnedRanker
 from recsys.serving.types import FeedFilters, InvalidCursor, NoModel, UnknownItem
 from recsys.store.catalog import load_items
 from recsys.store.events import event_time_range, user_events
+from recsys.store.experiments import list_experiments
+from recsys.store.impressions import user_impressions
 from recsys.store.overview import (
     DAY,
     events_per_day,
@@ -71,6 +74,8 @@ COOKIE_PATH = "/ui"
 OVERVIEW_DAYS = 30
 # The event-type mix is of the newest events, a bounded read however large the store.
 MIX_EVENTS = 20_000
+SHOWN_ROWS = 60
+REPORTED_EXPERIMENTS = 5
 SIMILAR_KINDS = ("content", "behavioural", "blend", "item2item")
 REPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Console pages load only their own assets; a report page is self-contained (inline CSS,
@@ -479,6 +484,8 @@ def user_page(
         return _page(request, "error.html", {"message": str(exc)}, principal, 422)
     with recommender.store.read() as conn:
         timeline = user_events(conn, user_id, limit=200)
+        shown = user_impressions(conn, user_id, limit=SHOWN_ROWS)
+    acted = set(timeline[ITEM_ID].tolist()) if len(timeline) else set()
     try:
         inspection = inspect_feed(recommender, user_id, page_size, filters, cursor or None)
     except InvalidCursor:
@@ -525,6 +532,8 @@ def user_page(
             "parts": parts,
             "scale": top,
             "timeline": timeline.to_dict("records"),
+            "shown": shown.to_dict("records"),
+            "acted": acted,
             "limit": page_size,
             "category": category or "",
             "tag": tag or "",
@@ -634,6 +643,36 @@ def _surfaces(state: Any, item_id: str) -> list[tuple[str, str]]:
         rank = int((scores > value).sum()) + 1
         out.append((label, f"rank {rank:,} of {n:,} (score {value:.3g})"))
     return out
+
+
+# --- experiments -----------------------------------------------------------------------------
+
+
+@console.get("/ui/experiments", response_class=HTMLResponse)
+def experiments_page(request: Request) -> Response:
+    principal = signed_in(request)
+    if principal is None:
+        return _to_login(request)
+    recommender = _recommender(request)
+    if recommender is None:
+        return _page(request, "error.html", {"message": "The service is starting."}, principal, 503)
+    settings: Settings = request.app.state.settings
+    with recommender.store.read() as conn:
+        rows = list_experiments(conn)
+    # The newest few in full: a report reads every impression of its experiment.
+    reports = [
+        experiment_report(recommender.store, settings, str(row["name"]))
+        for row in rows[:REPORTED_EXPERIMENTS]
+    ]
+    return _page(
+        request,
+        "experiments.html",
+        {
+            "reports": [r for r in reports if r is not None],
+            "older": rows[REPORTED_EXPERIMENTS:],
+        },
+        principal,
+    )
 
 
 # --- models ----------------------------------------------------------------------------------

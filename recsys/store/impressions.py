@@ -68,6 +68,18 @@ def feed_impressions(conn: Connection, feed_id: str) -> pd.DataFrame:
     return pd.DataFrame(conn.execute(query).all(), columns=list(IMPRESSION_COLUMNS))
 
 
+def user_impressions(conn: Connection, user_id: str, *, limit: int = 50) -> pd.DataFrame:
+    """A user's newest impressions (feed and similar items shown to them), newest first:
+    "it keeps showing me X" is answered from here."""
+    query = (
+        select(*(impressions.c[c] for c in IMPRESSION_COLUMNS))
+        .where(impressions.c.user_id == user_id)
+        .order_by(impressions.c.shown_at.desc(), impressions.c.position)
+        .limit(limit)
+    )
+    return pd.DataFrame(conn.execute(query).all(), columns=list(IMPRESSION_COLUMNS))
+
+
 def ignored_impressions(
     conn: Connection, *, shown_from: float, shown_before: float, window_seconds: float
 ) -> pd.DataFrame:

@@ -111,6 +111,7 @@ def pages(world: World, reports: list[str]) -> list[str]:
         f"/ui/users/{path_id(user)}",
         f"/ui/items/{path_id(item)}",
         "/ui/models",
+        "/ui/experiments",
         "/ui/reports",
         f"/ui/reports?a={reports[0]}&b={reports[1]}",
         f"/ui/reports/{reports[0]}/",
@@ -176,7 +177,7 @@ def test_pages_show_the_services_own_data(
     client: TestClient, world: World, reports: list[str]
 ) -> None:
     sign_in(client, READ_KEY)
-    for path in pages(world, reports)[:7]:
+    for path in pages(world, reports)[:8]:
         response = client.get(path)
         assert response.status_code == 200, (path, response.text[:500])
         assert response.headers["content-type"].startswith("text/html")
@@ -393,3 +394,45 @@ def test_a_key_beyond_ascii_signs_in_as_it_authenticates_over_the_api(world: Wor
         )
         assert done.status_code == 303
         assert keyed.get("/ui/models").status_code == 200
+
+
+def test_experiments_and_what_a_user_was_shown(client: TestClient, world: World) -> None:
+    api = bearer(WRITE_KEY)
+    name = "console-ab"
+    body = {
+        "name": name,
+        "variants": [
+            {"name": "model", "share": 0.5},
+            {"name": "popular", "share": 0.5, "ranker": "popularity"},
+        ],
+    }
+    assert client.post("/v1/experiments", json=body, headers=api).status_code == 201
+    try:
+        world.recommender.sync_experiment()
+        user = world.users[7]
+        page = client.get(f"/v1/users/{path_id(user)}/feed", headers=api).json()
+        liked = page["items"][2]["item_id"]
+        event = {"user_id": user, "item_id": liked, "type": "like", "feed_id": page["feed_id"]}
+        assert client.post("/v1/events", json={"events": [event]}, headers=api).status_code == 200
+        for other in world.users[8:30]:
+            client.get(f"/v1/users/{path_id(other)}/feed", headers=api)
+        assert world.recommender.impressions is not None
+        world.recommender.impressions.flush()
+        sign_in(client, READ_KEY)
+        listing = client.get("/ui/experiments")
+        assert listing.status_code == 200
+        section = listing.text.split(f'data-experiment="{name}"', 1)[1]
+        assert ">model<" in section and ">popular<" in section and "running" in section
+        report = client.get(f"/v1/experiments/{name}", headers=api).json()
+        for variant in report["variants"]:
+            assert f"{variant['impressions']:,}" in section
+        assert name in client.get("/ui").text
+        # The user page lists what this user was shown, in page order, and what they acted on.
+        shown = client.get(f"/ui/users/{path_id(user)}").text.split('id="shown"', 1)[1]
+        rows = re.findall(r"<tr><td>[^<]*</td><td>feed</td><td class=\"num\">(\d+)</td>", shown)
+        assert [int(r) for r in rows[:20]] == list(range(1, len(page["items"]) + 1))
+        assert page["feed_id"][:8] in shown and f"{name} / {page['variant']}" in shown
+        assert "<td>yes</td>" in shown
+    finally:
+        client.post(f"/v1/experiments/{name}/stop", headers=api)
+        world.recommender.sync_experiment()

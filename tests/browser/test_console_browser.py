@@ -61,6 +61,7 @@ class Console:
             "user": f"/ui/users/{self.user}",
             "item": f"/ui/items/{urllib.parse.quote(self.item, safe='')}",
             "models": "/ui/models",
+            "experiments": "/ui/experiments",
             "reports": f"/ui/reports?a={self.reports[0]}&b={self.reports[1]}",
             "report": f"/ui/reports/{self.reports[1]}/",
             "find-user": "/ui/users",
