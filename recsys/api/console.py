@@ -373,14 +373,28 @@ def _recommender(request: Request) -> Recommender | None:
     return recommender
 
 
-@console.get("/ui", response_class=HTMLResponse)
-def overview(request: Request) -> Response:
+def _error(request: Request, principal: Principal | None, message: str, status: int) -> Response:
+    return _page(request, "error.html", {"message": message}, principal, status)
+
+
+def _viewer(request: Request) -> tuple[Principal, Recommender] | Response:
+    """Who is looking and the recommender to show them, or the answer instead: the
+    sign-in form without a valid key, a 503 page while the service starts."""
     principal = signed_in(request)
     if principal is None:
         return _to_login(request)
     recommender = _recommender(request)
     if recommender is None:
-        return _page(request, "error.html", {"message": "The service is starting."}, principal, 503)
+        return _error(request, principal, "The service is starting.", 503)
+    return principal, recommender
+
+
+@console.get("/ui", response_class=HTMLResponse)
+def overview(request: Request) -> Response:
+    opened = _viewer(request)
+    if isinstance(opened, Response):
+        return opened
+    principal, recommender = opened
     with recommender.store.read() as conn:
         counts = store_counts(conn)
         newest = event_time_range(conn)[1]
@@ -465,23 +479,21 @@ def user_page(
     tag: str | None = None,
     cursor: str | None = None,
 ) -> Response:
-    principal = signed_in(request)
-    if principal is None:
-        return _to_login(request)
-    recommender = _recommender(request)
-    if recommender is None:
-        return _page(request, "error.html", {"message": "The service is starting."}, principal, 503)
+    opened = _viewer(request)
+    if isinstance(opened, Response):
+        return opened
+    principal, recommender = opened
     problem = _bad_id(user_id) or next(
         (p for p in map(_bad_id, (category or "", tag or "")) if p), None
     )
     if problem:
-        return _page(request, "error.html", {"message": problem}, principal, 422)
+        return _error(request, principal, problem, 422)
     page_size = _page_size(limit)
     try:
         # One category from the list (a name may hold a comma); tags comma separated.
         filters = FeedFilters(categories=[category] if category else None, tags=_labels(tag))
     except ValueError as exc:
-        return _page(request, "error.html", {"message": str(exc)}, principal, 422)
+        return _error(request, principal, str(exc), 422)
     with recommender.store.read() as conn:
         timeline = user_events(conn, user_id, limit=200)
         shown = user_impressions(conn, user_id, limit=SHOWN_ROWS)
@@ -489,20 +501,12 @@ def user_page(
     try:
         inspection = inspect_feed(recommender, user_id, page_size, filters, cursor or None)
     except InvalidCursor:
-        return _page(
-            request,
-            "error.html",
-            {"message": "That cursor belongs to another feed (or is damaged)."},
-            principal,
-            400,
+        return _error(
+            request, principal, "That cursor belongs to another feed (or is damaged).", 400
         )
     except NoModel:
-        return _page(
-            request,
-            "error.html",
-            {"message": "No model has been published yet: run `recsys train`."},
-            principal,
-            503,
+        return _error(
+            request, principal, "No model has been published yet: run `recsys train`.", 503
         )
     catalogue = recommender.state.catalogue if recommender.state else None
 
@@ -571,26 +575,18 @@ def find_item(request: Request, item_id: str | None = None) -> Response:
 
 @console.get("/ui/items/{item_id:path}", response_class=HTMLResponse)
 def item_page(request: Request, item_id: str) -> Response:
-    principal = signed_in(request)
-    if principal is None:
-        return _to_login(request)
-    recommender = _recommender(request)
-    if recommender is None:
-        return _page(request, "error.html", {"message": "The service is starting."}, principal, 503)
+    opened = _viewer(request)
+    if isinstance(opened, Response):
+        return opened
+    principal, recommender = opened
     problem = _bad_id(item_id)
     if problem:
-        return _page(request, "error.html", {"message": problem}, principal, 422)
+        return _error(request, principal, problem, 422)
     with recommender.store.read() as conn:
         stored = load_items(conn, [item_id])
         activity = item_events_per_day(conn, item_id)
     if stored.empty:
-        return _page(
-            request,
-            "error.html",
-            {"message": f"No item {item_id!r} in the catalogue."},
-            principal,
-            404,
-        )
+        return _error(request, principal, f"No item {item_id!r} in the catalogue.", 404)
     fields = stored.iloc[0].to_dict()
     similar: dict[str, list[Any] | str] = {}
     state = recommender.state
@@ -650,12 +646,10 @@ def _surfaces(state: Any, item_id: str) -> list[tuple[str, str]]:
 
 @console.get("/ui/experiments", response_class=HTMLResponse)
 def experiments_page(request: Request) -> Response:
-    principal = signed_in(request)
-    if principal is None:
-        return _to_login(request)
-    recommender = _recommender(request)
-    if recommender is None:
-        return _page(request, "error.html", {"message": "The service is starting."}, principal, 503)
+    opened = _viewer(request)
+    if isinstance(opened, Response):
+        return opened
+    principal, recommender = opened
     settings: Settings = request.app.state.settings
     with recommender.store.read() as conn:
         rows = list_experiments(conn)
@@ -680,12 +674,10 @@ def experiments_page(request: Request) -> Response:
 
 @console.get("/ui/models", response_class=HTMLResponse)
 def models_page(request: Request, done: str | None = None) -> Response:
-    principal = signed_in(request)
-    if principal is None:
-        return _to_login(request)
-    recommender = _recommender(request)
-    if recommender is None:
-        return _page(request, "error.html", {"message": "The service is starting."}, principal, 503)
+    opened = _viewer(request)
+    if isinstance(opened, Response):
+        return opened
+    principal, recommender = opened
     vectors = recommender.vectors
     live = vectors.live_version()
     complete = {v.version: v for v in vectors.list_versions()}
@@ -747,33 +739,24 @@ async def activate(request: Request, version: str) -> Response:
         return _to_login(request)
     form = await _form(request)
     if not _csrf_ok(request, form.get("csrf")):
-        return _page(
-            request,
-            "error.html",
-            {"message": "The form expired; reload and retry."},
-            principal,
-            403,
-        )
+        return _error(request, principal, "The form expired; reload and retry.", 403)
     if not principal.can("write"):
-        return _page(
+        return _error(
             request,
-            "error.html",
-            {"message": "This key has the read scope; activating a version needs write."},
             principal,
+            "This key has the read scope; activating a version needs write.",
             403,
         )
     recommender = _recommender(request)
     if recommender is None:
-        return _page(request, "error.html", {"message": "The service is starting."}, principal, 503)
+        return _error(request, principal, "The service is starting.", 503)
     settings: Settings = request.app.state.settings
     try:
         previous = release.activate(
             recommender.store, recommender.vectors, settings.artifacts_dir, version
         )
     except release.UnknownVersion:
-        return _page(
-            request, "error.html", {"message": f"No complete version {version!r}."}, principal, 404
-        )
+        return _error(request, principal, f"No complete version {version!r}.", 404)
     log.info(
         "model version %s activated from the console by key %s (was %s)",
         version,
@@ -863,7 +846,7 @@ def report_file(request: Request, name: str) -> Response:
         return _to_login(request)
     directory = _report_dir(request.app.state.settings, name)
     if directory is None or not (directory / "index.html").is_file():
-        return _page(request, "error.html", {"message": f"No report {name!r}."}, principal, 404)
+        return _error(request, principal, f"No report {name!r}.", 404)
     response = FileResponse(directory / "index.html", media_type="text/html")
     response.headers["Content-Security-Policy"] = REPORT_CSP
     response.headers["Cache-Control"] = "no-store"

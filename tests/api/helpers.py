@@ -208,3 +208,16 @@ def copy_world(template: Path, home: Path, **settings: Any) -> World:
         items = load_items(conn)
         users = sorted(row[0] for row in conn.execute(users_table.select()))
     return World(home, config, store, recommender, items, users)
+
+
+def clone_version(home: Path, version: str, clone: str) -> None:
+    """A second complete version, the same models under another name (what a second
+    training run would publish), so activation can switch between two."""
+    import json
+
+    shutil.copytree(home / "models" / version, home / "models" / clone)
+    manifest = home / "models" / clone / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": clone}))
+    shutil.copytree(home / "vectors" / version, home / "vectors" / clone)
+    marker = home / "vectors" / clone / "VERSION.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "version": clone}))

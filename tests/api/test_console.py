@@ -4,7 +4,6 @@ tests/browser/)."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import urllib.parse
@@ -29,22 +28,12 @@ from tests.api.helpers import (
     TestClient,
     World,
     bearer,
+    clone_version,
     copy_world,
     path_id,
 )
 
 CLONE = "20991231T000000Z-c10ne0"
-
-
-def clone_version(home: Path, version: str, clone: str) -> None:
-    """A second complete version, the same models under another name (what a second
-    training run would publish), so activation can switch between two."""
-    shutil.copytree(home / "models" / version, home / "models" / clone)
-    manifest = home / "models" / clone / "manifest.json"
-    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": clone}))
-    shutil.copytree(home / "vectors" / version, home / "vectors" / clone)
-    marker = home / "vectors" / clone / "VERSION.json"
-    marker.write_text(json.dumps({**json.loads(marker.read_text()), "version": clone}))
 
 
 def make_reports(directory: Path, users: list[str], items: list[str]) -> list[str]:

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.helpers import build_trained_home
-from tests.api.test_console import CLONE, clone_version, make_reports
+from tests.api.helpers import build_trained_home, clone_version
+from tests.api.test_console import CLONE, make_reports
 from tests.browser.browser import chromium, console_errors, find_chromium
 from tests.reliability.service import (
     READ_KEY,

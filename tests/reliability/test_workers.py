@@ -8,9 +8,7 @@ SIGTERM stops every process and leaves no replica behind.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import time
 import uuid
@@ -24,6 +22,7 @@ import pytest
 from recsys.config import Settings
 from recsys.store import open_store
 from recsys.store.catalog import upsert_items, validate_items
+from tests.api.helpers import clone_version
 from tests.reliability.service import (
     READ_KEY,
     WRITE_KEY,
@@ -70,17 +69,6 @@ def pinned_clients(service: Service, workers: int) -> dict[int, httpx.Client]:
     for client in clients.values():
         client.close()
     raise AssertionError(f"only workers {sorted(clients)} took connections")
-
-
-def clone_version(home: Path, version: str, clone: str) -> None:
-    """A second complete version, the same models under another name (what a second
-    training run would publish), so activation can switch between two."""
-    shutil.copytree(home / "models" / version, home / "models" / clone)
-    manifest = home / "models" / clone / "manifest.json"
-    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": clone}))
-    shutil.copytree(home / "vectors" / version, home / "vectors" / clone)
-    marker = home / "vectors" / clone / "VERSION.json"
-    marker.write_text(json.dumps({**json.loads(marker.read_text()), "version": clone}))
 
 
 def similar_ids(client: httpx.Client, item_id: str) -> list[str] | None:
