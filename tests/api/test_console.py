@@ -20,6 +20,7 @@ from recsys.columns import ITEM_ID, USER_ID
 from recsys.evaluation.metrics import evaluate_rankings
 from recsys.evaluation.report import write_report
 from recsys.evaluation.report_document import ModelResult
+from recsys.store.events import user_events
 from recsys.store.overview import store_counts
 from tests.api.helpers import (
     API_KEYS,
@@ -186,6 +187,12 @@ def test_pages_show_the_services_own_data(
         ]
     ]
     page = client.get(f"/ui/users/{path_id(user)}").text
+    # The consumed items are named, each linked to its item page.
+    consumed = page.split('id="consumed"', 1)[1].split("</details>", 1)[0]
+    with world.store.read() as conn:
+        touched = set(user_events(conn, user)[ITEM_ID])
+    linked = {urllib.parse.unquote(i) for i in re.findall(r'href="/ui/items/([^"]+)"', consumed)}
+    assert linked and linked <= touched
     feed_table = page.split('id="feed"', 1)[1].split("</table>", 1)[0]
     assert re.findall(r'data-item-id="([^"]+)"', feed_table) == api_items
     # The next page follows the feed's cursor.
