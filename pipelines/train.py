@@ -35,7 +35,7 @@ from recsys.models.base import EmbeddingModel
 from recsys.models.catalog import catalogue_for
 from recsys.models.popularity import PopularityModel
 from recsys.rank_training import Holdout, train_ranker
-from recsys.signals import InteractionBuilder, newest_per_user
+from recsys.signals import SECONDS_PER_DAY, InteractionBuilder, newest_per_user
 from recsys.store import Store, runs
 from recsys.store.catalog import item_revision, load_items
 from recsys.store.events import (
@@ -50,7 +50,6 @@ from recsys.vectors import VectorStore, open_vector_store
 log = logging.getLogger("recsys.train")
 
 GATE_K = 10
-DAY = 86_400.0
 GATE_MAX_USERS = 5_000
 
 # Any fixed 64-bit number, other than the migrations' one.
@@ -232,7 +231,9 @@ def _impressions_for_training(
     pruned = 0
     if settings.impressions.retention_days > 0:
         with store.transaction() as conn:
-            pruned = prune_impressions(conn, now - settings.impressions.retention_days * DAY)
+            pruned = prune_impressions(
+                conn, now - settings.impressions.retention_days * SECONDS_PER_DAY
+            )
     if not settings.impressions.train_on_ignored:
         return pruned, 0
     window = settings.signals.ignored_window_hours * 3600.0

@@ -77,9 +77,7 @@ def inspect_feed(
         raise ValueError("limit must be between 1 and 100")
     key = request_key(user_id, filters)
     served, page_number = decode_cursor(cursor, key) if cursor else (set(), 0)
-    experiment = recommender.experiment
-    variant = experiment.assign(user_id) if experiment is not None else None
-    config = variant.feed_config(recommender.config) if variant is not None else recommender.config
+    variant, config = recommender.variant_for(user_id)
     state = recommender.require_state(variant.model_version if variant is not None else None)
     history = recommender.history(state, user_id)
     ranker = recommender.ranker_for(state, history, config)

@@ -224,10 +224,7 @@ class Recommender:
             raise ValueError("user_id must be a non-empty string")
         key = request_key(user_id, filters)
         served, page = decode_cursor(cursor, key) if cursor else (set(), 0)
-        # A replay of the past (offline evaluation) is neither in an experiment nor shown.
-        experiment = self.experiment if as_of is None else None
-        variant = experiment.assign(user_id) if experiment is not None else None
-        config = variant.feed_config(self.config) if variant is not None else self.config
+        variant, config = self.variant_for(user_id, as_of)
         try:
             state = self.require_state(variant.model_version if variant is not None else None)
         except NoModel:
@@ -255,6 +252,16 @@ class Recommender:
             degraded=False,
         )
         return self._shown(result, _ranker_name(ranker, variant), variant, as_of)
+
+    def variant_for(
+        self, user_id: str, as_of: float | None = None
+    ) -> tuple[Variant | None, FeedConfig]:
+        """The running experiment's variant for the user (None outside one) and the feed
+        settings it serves with. A replay of the past (offline evaluation) is in none."""
+        experiment = self.experiment if as_of is None else None
+        variant = experiment.assign(user_id) if experiment is not None else None
+        config = variant.feed_config(self.config) if variant is not None else self.config
+        return variant, config
 
     def _shown(
         self, page: FeedPage, ranker: str, variant: Variant | None, as_of: float | None

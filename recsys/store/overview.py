@@ -7,29 +7,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Connection, Integer, bindparam, cast, func, select
+from sqlalchemy import Connection, Integer, bindparam, cast, func, select
 
-from recsys.store.schema import events, items, users
+from recsys.store.catalog import count_items
+from recsys.store.events import count_events
+from recsys.store.schema import events, users
 
 DAY = 86_400
 
 
 def store_counts(conn: Connection) -> dict[str, int]:
     """Users, items and events stored."""
-    return {
-        name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-        for name, table in (("users", users), ("items", items), ("events", events))
-    }
+    users_stored = int(conn.execute(select(func.count()).select_from(users)).scalar_one())
+    return {"users": users_stored, "items": count_items(conn), "events": count_events(conn)}
 
 
-def _per_day(query_filter: list[ColumnElement[bool]], conn: Connection) -> pd.DataFrame:
+def item_events_per_day(conn: Connection, item_id: str) -> pd.DataFrame:
+    """One item's events per UTC day and type: columns day (the day's start, unix
+    seconds), type, events. Read through the (item_id, timestamp) index."""
     days = events.c.timestamp / DAY
     # SQLite may lack floor(); its CAST truncates, which is the floor for times after 1970.
     # PostgreSQL's CAST rounds, so it gets floor().
     day = (cast(days, Integer) if conn.dialect.name == "sqlite" else func.floor(days)).label("day")
     query = (
         select(day, events.c.type, func.count().label("events"))
-        .where(*query_filter)
+        .where(events.c.item_id == item_id)
         .group_by(day, events.c.type)
         .order_by(day)
     )
@@ -57,8 +59,3 @@ def recent_type_mix(conn: Connection, newest: int = 20_000) -> dict[str, int]:
     recent = select(events.c.type).order_by(events.c.timestamp.desc()).limit(newest).subquery()
     query = select(recent.c.type, func.count()).group_by(recent.c.type)
     return {str(kind): int(n) for kind, n in conn.execute(query).all()}
-
-
-def item_events_per_day(conn: Connection, item_id: str) -> pd.DataFrame:
-    """One item's events per UTC day and type (the same columns)."""
-    return _per_day([events.c.item_id == item_id], conn)
