@@ -135,7 +135,8 @@ def gate_metrics(
     trained on the rest.
 
     The holdout is per user (each user's newest ``gate_holdout_fraction`` of events), so
-    the gate measures what the feed does: predict a user's next items from their past.
+    the gate measures what the feed does: predict a user's next items from their past
+    (``gate_holdout = "random"``, or events without time: a random share of them).
     Also returns the gated model fitted on the rest (same id maps as ``builder.build()``),
     which the full fit continues from, and the split itself (the learned ranker's labels);
     None when the gate was skipped.
@@ -144,7 +145,11 @@ def gate_metrics(
     ignored = builder.ignored_mask()
     if int((~ignored).sum()) < 100:
         return {"skipped": "too few events for a holdout"}, None, None
-    held = held_back(rows, times, ignored, settings.gate_holdout_fraction)
+    # Events without time (all logged at one moment) have no newest to hold out.
+    randomly = settings.gate_holdout == "random" or bool(np.ptp(times[~ignored]) == 0)
+    held = held_back(
+        rows, times, ignored, settings.gate_holdout_fraction, randomly=randomly, seed=seed
+    )
     if not held.any() or held.all():
         return {"skipped": "no user has enough events for a holdout"}, None, None
     train = builder.build(keep=known_before_holdout(rows, times, held, ignored))
@@ -193,17 +198,29 @@ def gate_metrics(
             "ndcg@10": report["metrics"][f"ndcg@{GATE_K}"],
             "n_users": report["n_users"],
         }
-    return results, model, Holdout(rows, cols, vals, times, held, train, ignored, consumed)
+    return (
+        results,
+        model,
+        Holdout(rows, cols, vals, times, held, train, ignored, consumed, randomly=randomly),
+    )
 
 
 def held_back(
-    rows: np.ndarray, times: np.ndarray, ignored: np.ndarray, fraction: float
+    rows: np.ndarray,
+    times: np.ndarray,
+    ignored: np.ndarray,
+    fraction: float,
+    *,
+    randomly: bool = False,
+    seed: int = 0,
 ) -> np.ndarray:
-    """The gate's targets: each user's newest ``fraction`` of events. Ignored impressions
-    are never targets and do not count towards a user's share."""
+    """The gate's targets: each user's newest ``fraction`` of events (``randomly``: a
+    random ``fraction`` of them). Ignored impressions are never targets and do not count
+    towards a user's share."""
     held = np.zeros(len(rows), dtype=bool)
     events = ~ignored
-    held[events] = newest_per_user(rows[events], times[events], fraction)
+    order = np.random.default_rng(seed).random(int(events.sum())) if randomly else times[events]
+    held[events] = newest_per_user(rows[events], order, fraction)
     return held
 
 

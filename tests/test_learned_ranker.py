@@ -95,7 +95,8 @@ def test_the_nightly_run_records_the_ranker_and_its_gate(trained_world: TrainedW
     ranker = run.metrics["ranker"]
     assert ranker["status"] == "published"
     assert ranker["ndcg@10"] > 0 and ranker["blend_ndcg@10"] > 0
-    assert ranker["trees"] >= 10 and ranker["holdback_users"] > 0
+    assert ranker["trees"] >= 10 and ranker["gate_users"] > 0
+    assert ranker["labels"] == "newest"
     assert len(ranker["top_features"]) == 8
 
 
@@ -172,17 +173,17 @@ def test_activity_counts_only_events_before_the_moment() -> None:
     times = np.array([0.0, 10 * DAY, 50 * DAY, 20 * DAY, 400 * DAY, 399 * DAY])
     log = ActivityLog(codes, times, n_items=4)
     described = log.describe_codes(np.array([0, 1, 2, 3, -1]), moment=400 * DAY)
-    # Windows of 30, 90 and 365 days before day 400, strictly before it.
+    # Windows of 7, 30, 90 and 365 days before day 400, strictly before it.
     np.testing.assert_array_equal(
-        described[:, :3], [[0, 0, 1], [0, 0, 0], [1, 1, 1], [0] * 3, [0] * 3]
+        described[:, :4], [[0, 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1], [0] * 4, [0] * 4]
     )
-    np.testing.assert_array_equal(described[:3, 3], [0.0, 20 * DAY, 399 * DAY])
-    assert np.isnan(described[3, 3]) and np.isnan(described[4, 3])
-    # At day 15 only the first two events of item 0 are past (both within 30 days); item 2
-    # is not born yet.
+    np.testing.assert_array_equal(described[:3, 4], [0.0, 20 * DAY, 399 * DAY])
+    assert np.isnan(described[3, 4]) and np.isnan(described[4, 4])
+    # At day 15 only the first two events of item 0 are past (both within 30 days, one
+    # within 7); item 2 is not born yet.
     early = log.describe_codes(np.array([0, 2]), moment=15 * DAY)
-    np.testing.assert_array_equal(early[:, :3], [[2, 2, 2], [0, 0, 0]])
-    assert np.isnan(early[1, 3])
+    np.testing.assert_array_equal(early[:, :4], [[1, 2, 2, 2], [0, 0, 0, 0]])
+    assert np.isnan(early[1, 4])
 
 
 def test_labels_are_graded_new_positives_of_the_held_back_events() -> None:
@@ -331,7 +332,7 @@ def test_features_of_unknown_candidates_are_missing(recommender: Recommender) ->
     assert candidates is not None
     candidates.rows[0] = -1
     matrix = candidate_features(request, lists, candidates, state.activity, NAMES)
-    for name in ("popularity", "age_days", "content_to_likes_max", "category_affinity"):
+    for name in ("popularity_share", "age_days", "content_to_likes_max", "category_affinity"):
         assert np.isnan(matrix[0, NAMES.index(name)]), name
 
 
@@ -358,3 +359,104 @@ def test_models_list_says_which_ranker_serves(
     assert ranks_with(published, "blend") == "ranker=blend"
     assert ranks_with({"ranker": {"status": "refused", "reason": "x"}}, "auto") == "ranker=blend"
     assert ranks_with({}, "auto") == ""
+
+
+def test_random_holdout_holds_a_share_of_each_user_among_their_events() -> None:
+    from pipelines.train import held_back
+
+    rows = np.repeat(np.arange(40), 50)
+    times = np.tile(np.arange(50, dtype=np.float64), 40)
+    ignored = np.zeros(len(rows), dtype=bool)
+    newest = held_back(rows, times, ignored, 0.2)
+    randomly = held_back(rows, times, ignored, 0.2, randomly=True, seed=1)
+    # The same share per user either way (ceil(0.2 * 50) = 10 events).
+    np.testing.assert_array_equal(np.bincount(rows[randomly]), np.full(40, 10))
+    assert times[newest].min() == 40.0
+    # At random, held-back events reach back through the users' histories.
+    assert times[randomly].min() < 10.0 and times[randomly].mean() < 35.0
+    np.testing.assert_array_equal(
+        randomly, held_back(rows, times, ignored, 0.2, randomly=True, seed=1)
+    )
+    assert not np.array_equal(randomly, held_back(rows, times, ignored, 0.2, randomly=True, seed=2))
+
+
+def test_random_labels_ask_after_the_latest_known_event_and_hide_the_held_items() -> None:
+    import scipy.sparse as sp
+
+    from recsys.dataset import IdMap, InteractionData
+    from recsys.rank_training import Holdout, hidden_items
+
+    # user 0: items 0..4 at times 1..5; items 1 (a like) and 3 (a view of an item the user
+    # also has a kept event on, item 3 at time 6) are held back among the others.
+    rows = np.array([0, 0, 0, 0, 0, 0])
+    cols = np.array([0, 1, 2, 3, 4, 3])
+    vals = np.array([2.0, 4.0, 2.0, 1.0, 2.0, 2.0], dtype=np.float32)
+    times = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    held = np.array([False, True, False, True, False, False])
+    train = InteractionData(
+        matrix=sp.csr_matrix(([2.0, 2.0, 2.0, 2.0], ([0, 0, 0, 0], [0, 2, 3, 4])), shape=(1, 5)),
+        users=IdMap(["a"]),
+        items=IdMap(["i0", "i1", "i2", "i3", "i4"]),
+    )
+    holdout = Holdout(rows, cols, vals, times, held, train, randomly=True)
+    labels = labelled_users(holdout)
+    # Item 3 was consumed before (its kept event): only item 1 is a label.
+    assert labels[["row", "col"]].values.tolist() == [[0, 1]]
+    assert labels["moment"].tolist() == [7.0]
+    assert hidden_items(holdout, labels) == {0: {1}}
+    # Held back as the newest events, the moment is their start and nothing is hidden.
+    newest = Holdout(rows, cols, vals, times, held, train)
+    assert labelled_users(newest)["moment"].tolist() == [2.0]
+    assert hidden_items(newest, labelled_users(newest)) == {}
+
+
+def test_hidden_items_are_out_of_the_history_and_back_among_the_candidates(
+    recommender: Recommender,
+) -> None:
+    """A label held back among the user's other events: the training path reads the user
+    without it, so it is a candidate again and no feature sees it."""
+    state = _state(recommender)
+    user = _quiet_user(recommender, state)
+    history = recommender.history(state, user)
+    liked, _ = history.liked_and_disliked()
+    moment = float(history.timestamps.max()) + 1.0
+    hide = frozenset(liked[:3])
+    settings = recommender.settings
+    shown = user_features(recommender.store, settings, state, user, moment)
+    hidden = user_features(recommender.store, settings, state, user, moment, hide)
+    assert shown is not None and hidden is not None
+    assert not hide & set(shown.ids)
+    assert hide & set(hidden.ids), "a hidden like is no longer consumed"
+    read = recommender.history(state, user, until=moment)
+    from recsys.serving.history import user_history
+
+    without = user_history(
+        recommender.store,
+        settings,
+        state.catalogue,
+        state.reference_dwell,
+        user,
+        settings.feed.history_events,
+        until=moment,
+        hidden=hide,
+    )
+    assert not hide & set(without.item_ids.tolist())
+    assert len(without) == len(read) - int(np.isin(read.item_ids, list(hide)).sum())
+    likes = NAMES.index("liked_items")
+    assert hidden.features[0, likes] == shown.features[0, likes] - len(hide)
+
+
+def test_scores_are_relative_to_each_lists_best(recommender: Recommender) -> None:
+    """A model refitted on more events scores everything higher; the features do not
+    move, because each list's scores are divided by its best."""
+    state = _state(recommender)
+    user = _quiet_user(recommender, state)
+    found = user_features(
+        recommender.store, recommender.settings, state, user, state.trained_at + 1.0
+    )
+    assert found is not None
+    for name in ("behavioural_score", "hybrid_score", "item2item_score", "als_affinity"):
+        column = found.features[:, NAMES.index(name)]
+        assert np.nanmax(np.abs(column)) == pytest.approx(1.0), name
+    share = found.features[:, NAMES.index("popularity_share")]
+    assert 0.0 <= np.nanmin(share) and np.nanmax(share) < 1.0

@@ -1,4 +1,4 @@
-"""How active each item has been as of a moment: positive events over the last 30, 90 and
+"""How active each item has been as of a moment: positive events over the last 7, 30, 90 and
 365 days and the time of the first one. The learned ranker's strongest features after the
 models' ranks; counted as of the moment a feature describes, never after it (no leakage)."""
 
@@ -11,7 +11,7 @@ import numpy as np
 
 DAY = 86_400.0
 # Interaction counts over these windows before the moment a feature describes.
-WINDOWS_DAYS = (30, 90, 365)
+WINDOWS_DAYS = (7, 30, 90, 365)
 
 
 class ItemActivity(Protocol):

@@ -4,6 +4,7 @@ diversity), grown copy-on-write as items arrive."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,11 @@ class Catalogue:
     # The arrays above as views of these buffers, which have room to grow: the next
     # catalogue appends into them instead of copying 100k rows (see extend_catalogue).
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @functools.cached_property
+    def popularity_total(self) -> float:
+        """Positive (user, item) pairs at training time: what popularity is a share of."""
+        return float(self.popularity.sum())
 
     def rows(self, item_ids: Iterable[str]) -> np.ndarray:
         return np.fromiter(map(self.index.get, item_ids, itertools.repeat(-1)), dtype=np.int64)

@@ -42,11 +42,12 @@ def feature_names() -> tuple[tuple[str, str], ...]:
         if spec.folds_in_user:
             named.append((f"{spec.name}_affinity", TASTE_FAMILY))
     named += [
-        ("popularity", ITEM_FAMILY),
+        ("popularity_share", ITEM_FAMILY),
         *((f"events_{days}d", ITEM_FAMILY) for days in WINDOWS_DAYS),
         ("age_days", ITEM_FAMILY),
         ("history_length", USER_FAMILY),
         ("liked_items", USER_FAMILY),
+        ("age_to_likes", TASTE_FAMILY),
         ("content_to_likes_max", TASTE_FAMILY),
         ("content_to_likes_mean", TASTE_FAMILY),
         ("content_to_skips_max", TASTE_FAMILY),
@@ -110,14 +111,20 @@ def candidate_features(
             if candidates_list.name not in (RECENT_LIST, NEWEST_LIST)
             else None
         )
+        # Scores relative to the list's best: a model refitted on more events (the served
+        # version against the ranker's training fit) scores everything higher, and a raw
+        # score would drift past the thresholds the trees learned.
+        top = max((abs(hit.score) for hit in candidates_list.hits), default=0.0)
+        scale = 1.0 / top if top > 1e-12 else 0.0
         for position, hit in enumerate(candidates_list.hits):
             k = slot.get(hit.item_id)
             if k is None:
                 continue
             if not rank_column[k] <= position:  # NaN or a worse rank
                 rank_column[k] = position
-            if score_column is not None and not score_column[k] >= hit.score:
-                score_column[k] = hit.score
+            relative = hit.score * scale
+            if score_column is not None and not score_column[k] >= relative:
+                score_column[k] = relative
 
     state, catalogue = request.state, request.state.catalogue
     safe = np.maximum(rows, 0)
@@ -129,16 +136,39 @@ def candidate_features(
         model_rows = catalogue.model_rows[name][safe]
         usable = known & (model_rows >= 0)
         affinity = column(f"{name}_affinity")
-        affinity[usable] = model.item_factors[model_rows[usable]] @ vector
+        raw = model.item_factors[model_rows[usable]] @ vector
+        # Relative to the best candidate's, for the reason the scores are.
+        top = float(np.abs(raw).max()) if len(raw) else 0.0
+        affinity[usable] = raw / top if top > 1e-12 else 0.0
 
-    popularity = column("popularity")
-    popularity[known] = catalogue.popularity[rows[known]]
+    # A share of every positive (user, item) pair, not a count: the ranker is trained on
+    # the events before its labels and serves on all of them (and on more every night),
+    # so a raw count would drift past the thresholds its trees learned.
+    popularity = column("popularity_share")
+    total = catalogue.popularity_total
+    popularity[known] = catalogue.popularity[rows[known]] / total if total > 0 else 0.0
     described = activity.describe(rows, request.moment)
     for j, days in enumerate(WINDOWS_DAYS):
         columns[f"events_{days}d"] = described[:, j]
     created = np.where(known, catalogue.created_at[safe], np.nan)
     born = np.where(np.isfinite(created), created, described[:, -1])
-    columns["age_days"] = (request.moment - born) / DAY
+    age = (request.moment - born) / DAY
+    columns["age_days"] = age
+    # How the item's age compares with the ages of what the user liked lately: some
+    # people watch what is new, others the classics (log days, against the median).
+    liked = request.positive_rows[:TASTE_POSITIVES]
+    liked = liked[liked >= 0]
+    if len(liked):
+        liked_created = catalogue.created_at[liked]
+        liked_born = np.where(
+            np.isfinite(liked_created),
+            liked_created,
+            activity.describe(liked, request.moment)[:, -1],
+        )
+        liked_age = np.log1p(np.maximum((request.moment - liked_born) / DAY, 0.0))
+        if np.isfinite(liked_age).any():
+            usual = float(np.nanmedian(liked_age))
+            columns["age_to_likes"] = np.log1p(np.maximum(age, 0.0)) - usual
     columns["history_length"] = np.full(n, float(len(request.history)))
     columns["liked_items"] = np.full(n, float(len(request.positives)))
     _taste(request, rows, known, column)

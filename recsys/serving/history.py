@@ -79,11 +79,18 @@ def user_history(
     user_id: str,
     limit: int,
     until: float | None = None,
+    hidden: frozenset[str] = frozenset(),
 ) -> History:
     """The ``limit`` most recent events (before ``until``) with their signal weights and
     catalogue rows, newest first. Training reads users as of a past moment this way, so
-    its features come from the same code as a served page's."""
-    events = read_user_events(store, user_id, limit, until)
+    its features come from the same code as a served page's; ``hidden`` items' events are
+    left out (the ranker's labels, when they lie among the user's other events)."""
+    events = read_user_events(store, user_id, limit + len(hidden), until)
+    if hidden:
+        shown = np.fromiter(
+            (item not in hidden for item in events[ITEM_ID]), dtype=bool, count=len(events[ITEM_ID])
+        )
+        events = {name: np.asarray(values)[shown][:limit] for name, values in events.items()}
     if not len(events[ITEM_ID]):
         return History.of(events)
     rows = catalogue.rows(events[ITEM_ID])
@@ -105,15 +112,18 @@ def consumed(
     history_events: int,
     seen_view_seconds: float,
     until: float | None = None,
+    hidden: frozenset[str] = frozenset(),
 ) -> list[str]:
-    """Items that never come back: everything touched except bounced views.
+    """Items that never come back: everything touched except bounced views (and the
+    ``hidden`` items, which ``history`` was read without).
 
     The recent history answers when it holds the user's whole log; a longer log is
     asked of the store, so an item consumed long ago stays filtered too.
     """
     if len(history) >= history_events:
         with store.read() as conn:
-            return consumed_items(conn, user_id, min_view_seconds=seen_view_seconds, until=until)
+            items = consumed_items(conn, user_id, min_view_seconds=seen_view_seconds, until=until)
+        return [item for item in items if item not in hidden] if hidden else items
     if not len(history):
         return []
     bounced = (history.types == "view") & (history.dwell < seen_view_seconds)

@@ -83,10 +83,12 @@ def feed_request(
     until: float | None = None,
     every_source: bool = False,
     config: FeedConfig | None = None,
+    hidden: frozenset[str] = frozenset(),
 ) -> FeedRequest:
     """What the sources and the ranker read about one page: the user's likes, what to
     exclude, how many candidates to ask for. ``until`` describes the user as of a past
-    moment (``history`` must have been read up to it too): the ranker's training."""
+    moment (``history`` must have been read up to it too, and without the ``hidden``
+    items): the ranker's training."""
     config = config or settings.feed
     catalogue = state.catalogue
     exclude = list(
@@ -99,6 +101,7 @@ def feed_request(
                     config.history_events,
                     config.seen_view_seconds,
                     until=until,
+                    hidden=hidden,
                 ),
                 *((filters.exclude_ids or []) if filters else []),
             ]
