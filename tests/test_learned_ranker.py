@@ -459,4 +459,4 @@ def test_scores_are_relative_to_each_lists_best(recommender: Recommender) -> Non
         column = found.features[:, NAMES.index(name)]
         assert np.nanmax(np.abs(column)) == pytest.approx(1.0), name
     share = found.features[:, NAMES.index("popularity_share")]
-    assert 0.0 <= np.nanmin(share) and np.nanmax(share) < 1.0
+    assert np.nanmin(share) >= 0.0 and np.nanmax(share) < 1.0
