@@ -464,12 +464,20 @@ STAGES = (
     ("content vector for fresh", "content vector"),
     ("qdrant: every candidate query, one batch", "query batch"),
     ("popular + newest (catalogue rankings)", "popular"),
+    ("item-to-item: history x neighbour matrix", "item2item"),
+    ("learned ranker: features + scoring", "ranker"),
+    ("hand blend (when it ranks)", "blend"),
+    ("learned ranker: TreeSHAP of the picks", "explain"),
     ("fatigue", "fatigue"),
     ("MMR + category cap", "diversify"),
     ("reasons", "reasons"),
     ("cursor", "cursor"),
 )
-NESTED = (("  of history: the store read", "store read"),)
+NESTED = (
+    ("  of history: the store read", "store read"),
+    ("  of the learned ranker: features", "features"),
+    ("  of the learned ranker: the trees", "score"),
+)
 
 
 @contextlib.contextmanager
@@ -489,6 +497,12 @@ def instrumented(recommender: Any, clock: StageClock) -> Iterator[list[str]]:
         ("recsys.serving.sources", "ModelSource.user_vector", "fold-in"),
         ("recsys.serving.sources", "FreshSource.content_vector", "content vector"),
         ("recsys.serving.catalogue", "Catalogue.top", "popular"),
+        ("recsys.serving.sources", "NeighbourSource.lists", "item2item"),
+        ("recsys.serving.learned", "LearnedRanker.rank", "ranker"),
+        ("recsys.serving.learned", "candidate_features", "features"),
+        ("recsys.models.ranker", "RankerModel.score", "score"),
+        ("recsys.models.ranker", "RankerModel.contributions", "explain"),
+        ("recsys.serving.ranking", "BlendRanker.rank", "blend"),
         ("recsys.serving.page", "fatigue", "fatigue"),
         ("recsys.serving.page", "diversify", "diversify"),
         ("recsys.serving.page", "reason", "reasons"),

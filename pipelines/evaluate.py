@@ -386,12 +386,15 @@ def _cold_start(
 ) -> dict[str, Any] | None:
     """AUC and recall over the held-out items, scored by the model's own vectors."""
     users = [u for u in split.test[USER_ID].unique() if u in data.users]
-    if not users or model.user_factors is None or model.item_factors is None:
+    # An item-to-item model has no vectors: it can only score items someone interacted with.
+    user_factors = getattr(model, "user_factors", None)
+    item_factors = getattr(model, "item_factors", None)
+    if not users or user_factors is None or item_factors is None:
         return None
     columns = data.items.to_internal(cold, strict=False)
     keep = columns >= 0
     rows = data.users.to_internal(users)
-    scores = model.user_factors[rows] @ model.item_factors[columns[keep]].T
+    scores = user_factors[rows] @ item_factors[columns[keep]].T
     frame = pd.DataFrame(
         scores, index=pd.Index(users, name=USER_ID), columns=np.asarray(cold)[keep]
     )

@@ -11,6 +11,7 @@ import pytest
 from recsys.config import Settings
 from recsys.events import validate_events
 from recsys.serving import FeedFilters, InvalidCursor, Recommender, UnknownItem
+from recsys.serving.catalogue import Catalogue
 from recsys.serving.sources import popular_hits
 from recsys.store.catalog import validate_items
 from recsys.store.events import consumed_items
@@ -878,3 +879,52 @@ def test_an_inspected_page_is_the_served_page_and_says_why_the_rest_missed_it(
     recommender.impressions.flush()
     # The served pages only: 5 + 20, then two of 10.
     assert recommender.impressions.written - written_before == 5 + 20 + 10 + 10
+
+
+def _plain_catalogue(popularity: np.ndarray) -> Catalogue:
+    n = len(popularity)
+    ids = [f"item-{i}" for i in range(n)]
+    return Catalogue(
+        ids=ids,
+        index={item_id: row for row, item_id in enumerate(ids)},
+        titles=[""] * n,
+        categories=np.full(n, None, dtype=object),
+        tags=[[] for _ in range(n)],
+        created_at=np.zeros(n),
+        durations=np.zeros(n),
+        popularity=popularity.astype(np.float64),
+        trending=np.zeros(n),
+        content=np.zeros((n, 4), np.float32),
+        retired=np.zeros(n, dtype=bool),
+    )
+
+
+def test_a_page_keeps_a_place_for_items_nobody_has_liked_yet() -> None:
+    from recsys.config import FeedConfig
+    from recsys.serving.page import make_room_for_new_items
+
+    # Rows 0-11 are established (liked by someone), rows 12-14 new; scores fall with the row.
+    popularity = np.array([50.0] * 12 + [0.0] * 3)
+    catalogue = _plain_catalogue(popularity)
+    rows = np.arange(15)
+    scores = np.linspace(1.0, 0.0, 15)
+    page = list(range(10))
+    config = FeedConfig(new_item_slots=1)
+    # The best new candidate (row 12) takes the last established pick's place.
+    assert make_room_for_new_items(config, catalogue, rows, scores, page, 10) == [
+        *range(9),
+        12,
+    ]
+    # Two places, on a page long enough for two (one per five items).
+    two = FeedConfig(new_item_slots=2)
+    assert make_room_for_new_items(two, catalogue, rows, scores, page, 10) == [*range(8), 12, 13]
+    assert make_room_for_new_items(two, catalogue, rows, scores, page[:5], 5) == [*range(4), 12]
+    # A page that already shows a new item, a short page, or no places: unchanged.
+    has_one = [0, 1, 13, 2, 3, 4, 5, 6, 7, 8]
+    assert make_room_for_new_items(config, catalogue, rows, scores, has_one, 10) == has_one
+    assert make_room_for_new_items(config, catalogue, rows, scores, page[:4], 4) == page[:4]
+    none = FeedConfig(new_item_slots=0)
+    assert make_room_for_new_items(none, catalogue, rows, scores, page, 10) == page
+    # No new candidate at all: unchanged.
+    established = _plain_catalogue(np.full(15, 9.0))
+    assert make_room_for_new_items(config, established, rows, scores, page, 10) == page

@@ -76,6 +76,58 @@ def diversify(
     return chosen
 
 
+def taste_scores(request: FeedRequest, rows: np.ndarray) -> np.ndarray | None:
+    """The fold-in models' affinity of the user for each row (summed; 0 where a model does
+    not know the item), or None when no model folded the user in. For an item without
+    events only a model that reads item features (the hybrid) has an opinion."""
+    catalogue, total = request.state.catalogue, None
+    safe, known = np.maximum(rows, 0), rows >= 0
+    for name, model in request.state.fold_in_models().items():
+        vector = request.user_vectors.get(name)
+        if vector is None:
+            continue
+        model_rows = catalogue.model_rows[name][safe]
+        usable = known & (model_rows >= 0)
+        affinity = np.zeros(len(rows))
+        affinity[usable] = model.item_factors[model_rows[usable]] @ vector
+        total = affinity if total is None else total + affinity
+    return total
+
+
+def make_room_for_new_items(
+    config: FeedConfig,
+    catalogue: Catalogue,
+    rows: np.ndarray,
+    scores: np.ndarray,
+    chosen: list[int],
+    limit: int,
+) -> list[int]:
+    """Up to ``new_item_slots`` places of a page (one per five items) for items nobody had
+    liked when the version was trained: no ranker learned from the logs rates an item
+    without a log, so without a place of their own they would never be shown, and never
+    gather the events that would let them in. The new candidates with the best ``scores``
+    take the places of the page's last established picks; a page that already has them
+    is kept."""
+    slots = min(config.new_item_slots, limit // 5)
+    if slots <= 0 or not chosen:
+        return chosen
+    known = rows >= 0
+    is_new = known & (catalogue.popularity[np.maximum(rows, 0)] <= 0)
+    missing = slots - int(is_new[chosen].sum())
+    if missing <= 0:
+        return chosen
+    picked = set(chosen)
+    waiting = [
+        int(i) for i in np.argsort(-scores, kind="stable") if is_new[i] and int(i) not in picked
+    ][:missing]
+    if not waiting:
+        return chosen
+    established = [i for i in chosen if not is_new[i]]
+    dropped = set(established[len(established) - len(waiting) :])
+    kept = [i for i in chosen if i not in dropped]
+    return [*kept[: limit - len(waiting)], *waiting]
+
+
 def reason(
     catalogue: Catalogue,
     lead: str,
@@ -113,6 +165,12 @@ def build_page(request: FeedRequest, ranked: Ranked, limit: int) -> list[FeedIte
     chosen = diversify(
         config, scores, vectors, categories, limit, one_category=len(liked_categories) == 1
     )
+    if config.new_item_slots > 0:
+        # New items are ordered by the user's taste as the models read it (the hybrid's
+        # item features), not by a ranker that has never seen them liked.
+        taste = taste_scores(request, rows)
+        order = scores if taste is None else taste
+        chosen = make_room_for_new_items(config, catalogue, rows, order, chosen, limit)
     positive_rows = request.positive_rows[:50]
     page = []
     proposed_by = np.asarray(ranked.sources, dtype=object)

@@ -56,6 +56,30 @@ def test_movielens_report_has_every_section_and_the_feed_beats_popularity(tmp_pa
     assert len(frame) and (frame["delta"].fillna(0) == 0).all()
 
 
+@pytest.mark.slow
+def test_cold_item_protocol_reports_every_model_and_the_feed(tmp_path: Path) -> None:
+    """A fifth of the items with every interaction held out: the item-to-item model, which
+    has no vectors to score them with, is reported without a cold-start section, and the
+    feed shows the users some of those items."""
+    import pandas as pd
+
+    from pipelines.demo_world import generate_world
+
+    world = generate_world(seed=3, scale=0.3)
+    events = pd.concat(list(world.iter_events()), ignore_index=True)
+    settings = Settings(home=tmp_path / "home", _env_file=None)  # type: ignore[call-arg]
+    data = prepare("demo", world.items, events, settings)
+    result = evaluate(
+        data, settings, protocol="cold_items", k_values=[10], out_dir=tmp_path / "reports"
+    )
+    models = result.document["models"]
+    assert {"popularity", "als", "hybrid", "content", "item2item", "feed"} <= set(models)
+    assert models["hybrid"]["cold_start"]["metrics"]["auc"] > 0.5
+    assert models["item2item"].get("cold_start") is None
+    # Every relevant test item is cold: a feed that never showed one would score 0.
+    assert models["feed"]["metrics"]["ndcg@10"] > 0
+
+
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
     """``cli("evaluate", ...)`` runs the CLI in process on an empty embedded home; set more
