@@ -12,7 +12,7 @@ import numpy as np
 from recsys import registry
 from recsys.config import FeedConfig
 from recsys.serving.catalogue import Catalogue
-from recsys.serving.features import TASTE_FAMILY
+from recsys.serving.features import TASTE_FAMILY, TASTE_POSITIVES
 from recsys.serving.history import History
 from recsys.serving.ranking import Ranked, normalise
 from recsys.serving.sources import FeedRequest
@@ -77,21 +77,16 @@ def diversify(
 
 
 def taste_scores(request: FeedRequest, rows: np.ndarray) -> np.ndarray | None:
-    """The fold-in models' affinity of the user for each row (summed; 0 where a model does
-    not know the item), or None when no model folded the user in. For an item without
-    events only a model that reads item features (the hybrid) has an opinion."""
-    catalogue, total = request.state.catalogue, None
-    safe, known = np.maximum(rows, 0), rows >= 0
-    for name, model in request.state.fold_in_models().items():
-        vector = request.user_vectors.get(name)
-        if vector is None:
-            continue
-        model_rows = catalogue.model_rows[name][safe]
-        usable = known & (model_rows >= 0)
-        affinity = np.zeros(len(rows))
-        affinity[usable] = model.item_factors[model_rows[usable]] @ vector
-        total = affinity if total is None else total + affinity
-    return total
+    """Each row's mean content likeness to the user's recent likes, or None without likes.
+    For an item without events, its text and tags are all there is to judge it by."""
+    catalogue = request.state.catalogue
+    liked = request.positive_rows[:TASTE_POSITIVES]
+    liked = liked[liked >= 0]
+    if not len(liked):
+        return None
+    vectors = catalogue.content[np.maximum(rows, 0)]
+    taste: np.ndarray = (vectors @ catalogue.content[liked].T).mean(axis=1)
+    return np.where(rows >= 0, taste, -np.inf)
 
 
 def make_room_for_new_items(
@@ -166,8 +161,8 @@ def build_page(request: FeedRequest, ranked: Ranked, limit: int) -> list[FeedIte
         config, scores, vectors, categories, limit, one_category=len(liked_categories) == 1
     )
     if config.new_item_slots > 0:
-        # New items are ordered by the user's taste as the models read it (the hybrid's
-        # item features), not by a ranker that has never seen them liked.
+        # New items are ordered by their likeness to what the user liked, not by a ranker
+        # that has never seen them liked.
         taste = taste_scores(request, rows)
         order = scores if taste is None else taste
         chosen = make_room_for_new_items(config, catalogue, rows, order, chosen, limit)
