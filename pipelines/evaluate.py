@@ -181,20 +181,26 @@ def tune_als(
     return {"params": best[1], "validation_ndcg": best[0], "grid": ALS_GRID}
 
 
+# Served pages per row, per page size, per user.
+Pages = dict[str, dict[int, dict[str, list[str]]]]
+
+
 def served_feed_lists(
     data: EvaluationData,
     split: Split,
     settings: Settings,
     users: Sequence[str],
-    k: int,
+    k_values: Sequence[int],
     work_dir: Path,
-) -> tuple[dict[str, dict[str, list[str]]], dict[str, float], dict[str, Any]]:
-    """Lists from the production feed: import train, run the nightly job, call feed().
+) -> tuple[Pages, dict[str, float], dict[str, Any]]:
+    """Pages from the production feed: import train, run the nightly job, call feed().
 
     Rows: ``feed`` (what the service serves with these settings) and, when the version has
     a learned ranker, the other ranker over the same version: ``ranked`` (the learned
-    ranker) when the blend serves, ``blend`` when the ranker does. Also returns the nightly
-    run's ranker metrics.
+    ranker) when the blend serves, ``blend`` when the ranker does. Each user gets one page
+    of each size in ``k_values``, as a client asking for k items would: a page is not the
+    head of a longer one (the category cap and the place kept for a new item depend on
+    its size). Also returns the nightly run's ranker metrics.
     """
     from pipelines.ingest import import_frames
     from pipelines.train import train
@@ -219,7 +225,7 @@ def served_feed_lists(
     timings["train"] = time.perf_counter() - started
     # Replays of the past: nothing is shown to anyone, so nothing is recorded.
     recommender = Recommender.open(store, feed_settings, record_impressions=False)
-    rows: dict[str, dict[str, list[str]]] = {}
+    rows: Pages = {}
     # Each user is asked at their "now": under the temporal protocol the start of their
     # held-out events; under the others (test events among the train ones) just after
     # their latest train event. A dataset spans years, and a user of 2000 asked as of the
@@ -238,12 +244,13 @@ def served_feed_lists(
     for row, ranker in rankers:
         recommender.ranker = ranker
         started = time.perf_counter()
-        lists = {}
+        pages: dict[int, dict[str, list[str]]] = {k: {} for k in k_values}
         for user in tqdm(users, desc=row, disable=not sys.stderr.isatty()):
-            page = recommender.feed(user, limit=k, as_of=moments.get(user))
-            lists[user] = [item.item_id for item in page.items]
+            for k in k_values:
+                page = recommender.feed(user, limit=k, as_of=moments.get(user))
+                pages[k][user] = [item.item_id for item in page.items]
         timings[row] = time.perf_counter() - started
-        rows[row] = lists
+        rows[row] = pages
     recommender.close()
     store.dispose()
     return rows, timings, dict(run.metrics.get("ranker", {}))
@@ -308,6 +315,7 @@ def evaluate(
     categories = catalogue.set_index(ITEM_ID)["category"]
     fitted: dict[str, EmbeddingModel[Any]] = {}
     lists_by_model: dict[str, dict[str, list[str]]] = {}
+    served_pages: Pages = {}
     timings_by_model: dict[str, dict[str, float]] = {}
 
     started = time.perf_counter()
@@ -332,28 +340,30 @@ def evaluate(
         if include_feed:
             say("training and serving the feed")
             served, feed_timings, ranker_metrics = served_feed_lists(
-                data, split, settings, users, k_max, Path(work)
+                data, split, settings, users, k_values, Path(work)
             )
-            for row, lists in served.items():
-                lists_by_model[row] = lists
+            for row, pages in served.items():
+                served_pages[row] = pages
                 timings_by_model[row] = feed_timings
             params["ranker"] = ranker_metrics
             say(f"learned ranker: {ranker_metrics}")
 
     cold = list(split.cold_items) if split.cold_items is not None else None
-    for name, lists in lists_by_model.items():
+    scoring = {
+        "train": split.train,
+        "relevance_column": RELEVANCE,
+        "relevance_threshold": relevance_rule(protocol),
+        "catalog": train_data.items.external_ids,
+        "item_vectors": content_vectors,
+        "item_categories": categories,
+        "cold_items": cold,
+    }
+    for name in [*lists_by_model, *served_pages]:
         say(f"scoring {name}")
-        evaluation = evaluate_rankings(
-            lists,
-            split.test,
-            k_values,
-            train=split.train,
-            relevance_column=RELEVANCE,
-            relevance_threshold=relevance_rule(protocol),
-            catalog=train_data.items.external_ids,
-            item_vectors=content_vectors,
-            item_categories=categories,
-            cold_items=cold,
+        evaluation = (
+            evaluate_pages(served_pages[name], split.test, scoring)
+            if name in served_pages
+            else evaluate_rankings(lists_by_model[name], split.test, k_values, **scoring)
         )
         cold_start = None
         if cold is not None and name in fitted:
@@ -379,6 +389,24 @@ def evaluate(
     return EvaluationResult(
         report_dir=report_dir, document=load_metrics(report_dir / "metrics.json")
     )
+
+
+def evaluate_pages(
+    pages: dict[int, dict[str, list[str]]], test: pd.DataFrame, scoring: dict[str, Any]
+) -> dict[str, Any]:
+    """``evaluate_rankings`` of served pages: every @k figure (overall and per slice) from
+    the pages of size k, everything else from the largest pages."""
+    largest = max(pages)
+    result = evaluate_rankings(pages[largest], test, [largest], **scoring)
+    result["k_values"] = sorted(pages)
+    for k in sorted(pages):
+        if k == largest:
+            continue
+        part = evaluate_rankings(pages[k], test, [k], **scoring)
+        result["metrics"].update(part["metrics"])
+        for name, entry in part["slices"].items():
+            result["slices"].setdefault(name, {"metrics": {}})["metrics"].update(entry["metrics"])
+    return result
 
 
 def _cold_start(

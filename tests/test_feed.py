@@ -189,6 +189,7 @@ def test_skips_and_dislikes_demote_similar_items(
     assert football_before
     send(recommender, user, football_before[:4], rejection, start=1.8e9 + 100)
     after = recommender.feed(user, limit=20)
+
     # Football falls down the page: fewer football items in its top half, and lower on
     # average. Their number can stay: the user liked football and cooking only, so nearly
     # every candidate is one of the two, and the category cap gives each up to half a page.
@@ -360,6 +361,43 @@ def test_new_item_is_recommendable_as_soon_as_it_is_added(
     send(recommender, user, [anchor["item_id"]], "like")
     page = recommender.feed(user, limit=30)
     assert "brand-new-recipe" in [i.item_id for i in page.items]
+
+
+def test_a_new_item_like_the_users_likes_gets_a_place_on_a_short_page(
+    recommender: Recommender, trained_world: TrainedWorld
+) -> None:
+    """No ranker learned from the logs rates an item nobody has liked, so one place in
+    five is kept for the new candidate most like the user's likes; the rest of the page is
+    the page without that place, in its order."""
+    import time
+
+    liked = topic_items(trained_world, "jazz", 3)
+    anchor = trained_world.items.set_index("item_id").loc[liked[0]]
+    new = pd.DataFrame(
+        [
+            {
+                "item_id": "brand-new-jazz",
+                "title": str(anchor["title"]) + " (live)",
+                "text": anchor["text"],
+                "tags": list(anchor["tags"]),
+                "category": "jazz",
+                "created_at": time.time() - 60,
+            }
+        ]
+    )
+    recommender.upsert_items(validate_items(new).valid)
+    user = "new-jazz-fan"
+    send(recommender, user, liked, "like")
+    page = [i.item_id for i in recommender.feed(user, limit=10).items]
+    config = recommender.config
+    try:
+        recommender.config = config.model_copy(update={"new_item_slots": 0})
+        without = [i.item_id for i in recommender.feed(user, limit=10).items]
+    finally:
+        recommender.config = config
+    assert "brand-new-jazz" in page
+    if "brand-new-jazz" not in without:
+        assert page == [*without[:9], "brand-new-jazz"]
 
 
 def test_similar_kinds_and_unknown_item(

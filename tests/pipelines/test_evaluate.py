@@ -80,6 +80,27 @@ def test_cold_item_protocol_reports_every_model_and_the_feed(tmp_path: Path) -> 
     assert models["feed"]["metrics"]["ndcg@10"] > 0
 
 
+def test_served_pages_are_scored_at_their_own_size() -> None:
+    """A page of 5 is not the head of the page of 10: @5 comes from the pages of 5."""
+    import pandas as pd
+
+    from pipelines.evaluate import evaluate_pages
+
+    test = pd.DataFrame(
+        {"user_id": ["u1", "u2"], "item_id": ["hit", "hit"], "relevance": [1.0, 1.0]}
+    )
+    train = pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["old", "old"]})
+    tens = {u: ["hit", *(f"x{i}" for i in range(9))] for u in ("u1", "u2")}
+    fives = {u: [f"y{i}" for i in range(5)] for u in ("u1", "u2")}
+    scoring = {"train": train, "relevance_column": "relevance", "relevance_threshold": 0.5}
+    result = evaluate_pages({5: fives, 10: tens}, test, scoring)
+    assert result["k_values"] == [5, 10]
+    assert result["metrics"]["ndcg@10"] == pytest.approx(1.0)
+    # The hit leads the page of 10, but the page of 5 does not have it.
+    assert result["metrics"]["ndcg@5"] == 0.0 and result["metrics"]["hit_rate@5"] == 0.0
+    assert result["slices"]["users_cold"]["metrics"]["ndcg@5"] == 0.0
+
+
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
     """``cli("evaluate", ...)`` runs the CLI in process on an empty embedded home; set more
