@@ -10,8 +10,8 @@
 4. Each version is scored against the same ground truth: per user, the items they have no
    event on that they like by the world's planted tastes (one draw of
    ``DemoWorld.react`` over the whole catalogue, fixed seed). The score is NDCG@10 of the
-   page ``Recommender.feed`` serves. The training metrics add the learned ranker's NDCG@10
-   on its held-back users (same users and labels in both runs) and the gate's ALS NDCG@10.
+   page ``Recommender.feed`` serves. The training metrics add the learned ranker's
+   out-of-fold NDCG@10 (same users and labels in both runs) and the gate's ALS NDCG@10.
 
 The simulated users act at once, so the ignore window is set to a few seconds here; with
 real users it is a day by default (``RECSYS_SIGNALS__IGNORED_WINDOW_HOURS``).

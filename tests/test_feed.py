@@ -748,24 +748,11 @@ def test_an_item_upserted_while_a_version_trains_reaches_that_version(
 def test_an_upsert_appends_in_place_and_leaves_older_catalogues_whole() -> None:
     from types import SimpleNamespace
 
-    from recsys.serving.catalogue import Catalogue, extend_catalogue
+    from recsys.serving.catalogue import extend_catalogue
 
     n, dim = 5_000, 16
-    ids = [f"item-{i}" for i in range(n)]
-    first = Catalogue(
-        ids=ids,
-        index={item_id: row for row, item_id in enumerate(ids)},
-        titles=[""] * n,
-        categories=np.full(n, None, dtype=object),
-        tags=[[] for _ in range(n)],
-        created_at=np.zeros(n),
-        durations=np.zeros(n),
-        popularity=np.zeros(n),
-        trending=np.zeros(n),
-        content=np.zeros((n, dim), np.float32),
-        retired=np.zeros(n, dtype=bool),
-        model_rows={"als": np.full(n, -1)},
-    )
+    first = _plain_catalogue(np.zeros(n), dim)
+    first.model_rows = {"als": np.full(n, -1)}
     state = SimpleNamespace(catalogue=first)
 
     def upsert(item_id: str, value: float) -> Catalogue:
@@ -932,7 +919,8 @@ def test_an_inspected_page_is_the_served_page_and_says_why_the_rest_missed_it(
     assert recommender.impressions.written - written_before == 5 + 20 + 10 + 10
 
 
-def _plain_catalogue(popularity: np.ndarray) -> Catalogue:
+def _plain_catalogue(popularity: np.ndarray, dim: int = 4) -> Catalogue:
+    """A catalogue of ``len(popularity)`` items with nothing but their popularity."""
     n = len(popularity)
     ids = [f"item-{i}" for i in range(n)]
     return Catalogue(
@@ -945,7 +933,7 @@ def _plain_catalogue(popularity: np.ndarray) -> Catalogue:
         durations=np.zeros(n),
         popularity=popularity.astype(np.float64),
         trending=np.zeros(n),
-        content=np.zeros((n, 4), np.float32),
+        content=np.zeros((n, dim), np.float32),
         retired=np.zeros(n, dtype=bool),
     )
 
