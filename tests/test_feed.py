@@ -388,9 +388,10 @@ def test_a_new_item_like_the_users_likes_gets_a_place_on_a_short_page(
     recommender.upsert_items(validate_items(new).valid)
     user = "new-jazz-fan"
     send(recommender, user, liked, "like")
-    page = [i.item_id for i in recommender.feed(user, limit=10).items]
     config = recommender.config
     try:
+        recommender.config = config.model_copy(update={"new_item_slots": 1})
+        page = [i.item_id for i in recommender.feed(user, limit=10).items]
         recommender.config = config.model_copy(update={"new_item_slots": 0})
         without = [i.item_id for i in recommender.feed(user, limit=10).items]
     finally:

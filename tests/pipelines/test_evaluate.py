@@ -60,14 +60,19 @@ def test_movielens_report_has_every_section_and_the_feed_beats_popularity(tmp_pa
 def test_cold_item_protocol_reports_every_model_and_the_feed(tmp_path: Path) -> None:
     """A fifth of the items with every interaction held out: the item-to-item model, which
     has no vectors to score them with, is reported without a cold-start section, and the
-    feed shows the users some of those items."""
+    feed, with a place per page kept for new items, shows the users some of them."""
     import pandas as pd
 
     from pipelines.demo_world import generate_world
+    from recsys.config import FeedConfig
 
     world = generate_world(seed=3, scale=0.3)
     events = pd.concat(list(world.iter_events()), ignore_index=True)
-    settings = Settings(home=tmp_path / "home", _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(
+        home=tmp_path / "home",
+        feed=FeedConfig(new_item_slots=1),
+        _env_file=None,  # type: ignore[call-arg]
+    )
     data = prepare("demo", world.items, events, settings)
     result = evaluate(
         data, settings, protocol="cold_items", k_values=[10], out_dir=tmp_path / "reports"
