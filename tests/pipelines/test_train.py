@@ -47,12 +47,17 @@ def test_odd_but_legal_stores_train_or_say_why(tmp_path: Path) -> None:
     catalogue = pd.DataFrame(
         {"item_id": [f"i{i}" for i in range(30)], "title": [f"song {i} jazz" for i in range(30)]}
     )
-    # Everyone's newest event is a skip: the gate's holdout holds no positive to score.
-    latest_skipped = [
-        (f"u{u}", f"i{(u + k) % 30}", "like", 1.7e9 + 10 * k + u)
-        for u in range(20)
-        for k in range(9)
-    ] + [(f"u{u}", f"i{(u + 20) % 30}", "skip", 1.8e9 + u) for u in range(20)]
+    # Everyone's newest events (the gate's fifth: 2 of 10) are skips: the gate's holdout
+    # holds no positive to score.
+    latest_skipped = (
+        [
+            (f"u{u}", f"i{(u + k) % 30}", "like", 1.7e9 + 10 * k + u)
+            for u in range(20)
+            for k in range(8)
+        ]
+        + [(f"u{u}", f"i{(u + 20) % 30}", "skip", 1.8e9 + u) for u in range(20)]
+        + [(f"u{u}", f"i{(u + 21) % 30}", "skip", 1.8e9 + 100 + u) for u in range(20)]
+    )
     store, settings = _small_store(tmp_path / "a", latest_skipped, catalogue)
     result = train(store, settings)
     assert result.published
