@@ -474,8 +474,18 @@ def choose_trees(
         booster = lightgbm.train(params, data, num_boost_round=max_trees)
         stacked = np.vstack([u.features for u in outside])
         bounds = np.cumsum([0, *(len(u.labels) for u in outside)])
+        # A ranking score is the sum of the trees' outputs: each checkpoint adds only its
+        # new trees to the last one's sum (asking for the first t trees at every
+        # checkpoint walked each tree once per later checkpoint, 15 times over at 300).
+        predicted = np.zeros(len(stacked))
+        done = 0
         for c, trees in enumerate(checkpoints):
-            predicted = np.asarray(booster.predict(stacked, num_iteration=int(trees)))
+            predicted = predicted + np.asarray(
+                booster.predict(
+                    stacked, start_iteration=done, num_iteration=int(trees) - done, raw_score=True
+                )
+            )
+            done = int(trees)
             totals[c] += sum(
                 ndcg_at_k(predicted[bounds[i] : bounds[i + 1]], u.labels, u.relevant)
                 for i, u in enumerate(outside)
