@@ -37,7 +37,8 @@ result = train(open_store(settings), settings, force=True)
 wall = time.perf_counter() - started
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"wall": wall, "peak": peak, "timings": result.timings,
-                  "stats": result.data_stats, "artifacts": result.data_stats["artifacts"]}))
+                  "stats": result.data_stats, "artifacts": result.data_stats["artifacts"],
+                  "ranker": result.metrics.get("ranker", {})}))
 """
 
 CHILD_BARE = """
@@ -164,6 +165,18 @@ def main() -> None:
     for stage in pipelines[0]["timings"]:
         seconds = median([p["timings"][stage] for p in pipelines])
         print(f"{'  stage ' + stage:<34}{seconds:>10.1f}")
+    ranker = pipelines[0].get("ranker", {})
+    if "first_stage_seconds" in ranker:
+        # Inside the ranker stage: the models refitted on the events before the labels,
+        # the serving code's features per labelled user, then LightGBM (folds and fit).
+        fitting = ranker["seconds"] - ranker["first_stage_seconds"] - ranker["feature_seconds"]
+        print(f"{'    of ranker: first-stage refits':<34}{ranker['first_stage_seconds']:>10.1f}")
+        print(f"{'    of ranker: features':<34}{ranker['feature_seconds']:>10.1f}")
+        print(f"{'    of ranker: LightGBM':<34}{fitting:>10.1f}")
+        print(
+            f"      ({ranker.get('users', 0):,} users, {ranker.get('rows', 0):,} rows, "
+            f"{ranker.get('trees', 0)} trees, {ranker.get('status')})"
+        )
     bare_peak = max(b["peak"] for b in bares) / 2**30
     print(f"{'bare implicit ALS fit':<34}{median([b['als'] for b in bares]):>10.1f}")
     print(f"{'bare LightFM WARP fit':<34}{median([b['lightfm'] for b in bares]):>10.1f}", end="")
