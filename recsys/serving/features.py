@@ -19,6 +19,7 @@ import numpy as np
 
 from recsys import registry
 from recsys.models.activity import DAY, WINDOWS_DAYS, ItemActivity
+from recsys.serving.catalogue import Catalogue
 from recsys.serving.cursor import item_hash
 from recsys.serving.sources import CandidateList, FeedRequest
 
@@ -150,21 +151,13 @@ def candidate_features(
     described = activity.describe(rows, request.moment)
     for j, days in enumerate(WINDOWS_DAYS):
         columns[f"events_{days}d"] = described[:, j]
-    created = np.where(known, catalogue.created_at[safe], np.nan)
-    born = np.where(np.isfinite(created), created, described[:, -1])
-    age = (request.moment - born) / DAY
+    age = (request.moment - birth_times(catalogue, rows, described[:, -1])) / DAY
     columns["age_days"] = age
     # How the item's age compares with the ages of what the user liked lately: some
     # people watch what is new, others the classics (log days, against the median).
-    liked = request.positive_rows[:TASTE_POSITIVES]
-    liked = liked[liked >= 0]
+    liked = recent_liked_rows(request)
     if len(liked):
-        liked_created = catalogue.created_at[liked]
-        liked_born = np.where(
-            np.isfinite(liked_created),
-            liked_created,
-            activity.describe(liked, request.moment)[:, -1],
-        )
+        liked_born = birth_times(catalogue, liked, activity.describe(liked, request.moment)[:, -1])
         liked_age = np.log1p(np.maximum((request.moment - liked_born) / DAY, 0.0))
         if np.isfinite(liked_age).any():
             usual = float(np.nanmedian(liked_age))
@@ -175,6 +168,20 @@ def candidate_features(
     return np.column_stack([columns.get(name, np.full(n, np.nan)) for name in names])
 
 
+def recent_liked_rows(request: FeedRequest) -> np.ndarray:
+    """Catalogue rows of the user's latest likes that taste is judged by (known items only,
+    up to ``TASTE_POSITIVES``)."""
+    liked = request.positive_rows[:TASTE_POSITIVES]
+    return liked[liked >= 0]
+
+
+def birth_times(catalogue: Catalogue, rows: np.ndarray, first_seen: np.ndarray) -> np.ndarray:
+    """When each row's item came to be: its creation time when the catalogue has one, else
+    ``first_seen`` (its first positive event; NaN: neither, or an unknown row)."""
+    created = np.where(rows >= 0, catalogue.created_at[np.maximum(rows, 0)], np.nan)
+    return np.where(np.isfinite(created), created, first_seen)
+
+
 def _taste(
     request: FeedRequest,
     rows: np.ndarray,
@@ -183,8 +190,7 @@ def _taste(
 ) -> None:
     """Likeness to the user's recent likes (content, category, tags) and skips."""
     catalogue, history = request.state.catalogue, request.history
-    liked = request.positive_rows[:TASTE_POSITIVES]
-    liked = liked[liked >= 0]
+    liked = recent_liked_rows(request)
     vectors = catalogue.content[np.maximum(rows, 0)]
     if len(liked):
         similarity = vectors @ catalogue.content[liked].T

@@ -12,7 +12,7 @@ import numpy as np
 from recsys import registry
 from recsys.config import FeedConfig
 from recsys.serving.catalogue import Catalogue
-from recsys.serving.features import TASTE_FAMILY, TASTE_POSITIVES
+from recsys.serving.features import TASTE_FAMILY, recent_liked_rows
 from recsys.serving.history import History
 from recsys.serving.ranking import Ranked, normalise
 from recsys.serving.sources import FeedRequest
@@ -80,8 +80,7 @@ def taste_scores(request: FeedRequest, rows: np.ndarray) -> np.ndarray | None:
     """Each row's mean content likeness to the user's recent likes, or None without likes.
     For an item without events, its text and tags are all there is to judge it by."""
     catalogue = request.state.catalogue
-    liked = request.positive_rows[:TASTE_POSITIVES]
-    liked = liked[liked >= 0]
+    liked = recent_liked_rows(request)
     if not len(liked):
         return None
     vectors = catalogue.content[np.maximum(rows, 0)]
@@ -119,8 +118,7 @@ def make_room_for_new_items(
         return chosen
     established = [i for i in chosen if not is_new[i]]
     dropped = set(established[len(established) - len(waiting) :])
-    kept = [i for i in chosen if i not in dropped]
-    return [*kept[: limit - len(waiting)], *waiting]
+    return [*(i for i in chosen if i not in dropped), *waiting]
 
 
 def reason(
