@@ -2,6 +2,12 @@
 socket of its own (SO_REUSEPORT), restarts a worker that dies or hangs, and stops them all
 on SIGINT or SIGTERM.
 
+The supervisor keeps its own copy of every worker's socket for the life of the service and
+hands the same socket to the worker that replaces a dead one. A socket closed with its
+worker would reset every connection already queued on it: the kernel completes handshakes
+for a dying process until its files are closed, which comes after its memory is torn down.
+Kept open, those connections wait for the replacement instead of failing.
+
 Why not one socket shared by every worker (uvicorn's own ``workers=N``): every idle worker
 wakes for a new connection and the first to run takes it, together with whatever else is
 queued. A burst of keep-alive connections (a load balancer's pool, 32 benchmark clients)
@@ -56,21 +62,20 @@ class WorkerSupervisor:
         self.config = config
         self.count = workers
         self.workers: list[Process] = []
+        self.sockets: list[socket.socket] = []  # one per worker slot, kept across restarts
         self.should_exit = threading.Event()
         self.failed = False
 
-    def _start_worker(self) -> Process:
+    def _open_slot(self) -> socket.socket:
         sock = listening_socket(self.config.host, self.config.port, self.config.backlog)
-        try:
-            if self.config.port == 0:  # the first socket chose the port: the others share it
-                self.config.port = int(sock.getsockname()[1])
-            process = Process(self.config, [sock])
-            process.start()
-        finally:
-            # The worker holds the only copy: when it dies the kernel closes the socket at
-            # once and sends new connections to the other workers' sockets (only those
-            # already queued on it, the dead worker's, are reset).
-            sock.close()
+        if self.config.port == 0:  # the first socket chose the port: the others share it
+            self.config.port = int(sock.getsockname()[1])
+        self.sockets.append(sock)
+        return sock
+
+    def _start_worker(self, sock: socket.socket) -> Process:
+        process = Process(self.config, [sock])
+        process.start()
         return process
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -85,7 +90,7 @@ class WorkerSupervisor:
         }
         try:
             for _ in range(self.count):
-                self.workers.append(self._start_worker())
+                self.workers.append(self._start_worker(self._open_slot()))
             log.info(
                 "serving on http://%s:%d with %d workers",
                 self.config.host,
@@ -99,6 +104,8 @@ class WorkerSupervisor:
                 worker.terminate()
             for worker in self.workers:
                 worker.join()
+            for sock in self.sockets:
+                sock.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -122,4 +129,4 @@ class WorkerSupervisor:
                 worker.pid,
                 worker.exitcode,
             )
-            self.workers[position] = self._start_worker()
+            self.workers[position] = self._start_worker(self.sockets[position])
