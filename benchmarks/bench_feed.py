@@ -467,7 +467,7 @@ STAGES = (
     ("item-to-item: history x neighbour matrix", "item2item"),
     ("learned ranker: features + scoring", "ranker"),
     ("hand blend (when it ranks)", "blend"),
-    ("learned ranker: TreeSHAP of the picks", "explain"),
+    ("learned ranker: explaining the picks", "explain"),
     ("fatigue", "fatigue"),
     ("MMR + category cap", "diversify"),
     ("reasons", "reasons"),

@@ -244,6 +244,35 @@ def test_the_ranker_serves_and_explains_every_pick(recommender: Recommender) -> 
         assert set(item.sources) <= families
     # The parts are the model's own: they add up to the score's spread, not to zero.
     assert any(abs(v) > 1e-3 for item in page.items for v in item.breakdown.values())
+    # And to each pick's score exactly (the fatigue penalty included).
+    for item in page.items:
+        assert sum(item.breakdown.values()) == pytest.approx(item.score, abs=1e-4), item
+
+
+def test_contributions_add_up_to_the_score_and_credit_the_feature_that_decides() -> None:
+    import lightgbm
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, len(NAMES)))
+    # The grade follows the first feature and, more weakly, an interaction of two others.
+    y = np.digitize(x[:, 0] + 0.3 * x[:, 1] * x[:, 2], [0.0, 1.0, 2.0])
+    params = {"objective": "lambdarank", "num_leaves": 7, "verbosity": -1, "seed": 1}
+    booster = lightgbm.train(params, lightgbm.Dataset(x, y, group=[50] * 60), 120)
+    families = tuple(family for _, family in feature_names())
+    model = RankerModel(booster, NAMES, families)
+    rows = rng.normal(size=(40, len(NAMES)))
+    parts = model.contributions(rows)
+    assert parts.shape == (40, len(model.family_names))
+    np.testing.assert_allclose(parts.sum(axis=1), booster.predict(rows, raw_score=True))
+    # The baseline is the same for every row; the deciding feature's family moves most.
+    assert np.ptp(parts[:, -1]) == 0.0
+    spread = np.abs(parts[:, :-1]).mean(axis=0)
+    assert model.family_names[int(np.argmax(spread))] == families[0]
+    # Raising the deciding feature raises its family's credit.
+    low, high = rows[:1].copy(), rows[:1].copy()
+    low[0, 0], high[0, 0] = -3.0, 3.0
+    column = model.family_names.index(families[0])
+    assert model.contributions(high)[0, column] > model.contributions(low)[0, column] + 0.5
 
 
 def test_the_blend_takes_over_without_a_ranker(

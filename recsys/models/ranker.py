@@ -7,6 +7,7 @@ the features this model names.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,8 @@ class RankerModel:
         self.metrics = dict(metrics or {})
         self.family_names = tuple(dict.fromkeys(families))
         index = {family: j for j, family in enumerate(self.family_names)}
-        # Per-feature contributions summed into families by one matrix product; LightGBM's
-        # last column (the expected score, the same for every row) is the "baseline".
+        # Per-feature contributions summed into families by one matrix product; the last
+        # column (the trees' root values, the same for every row) is the "baseline".
         self.family_names = (*self.family_names, BASELINE)
         self._to_families = np.zeros((len(features) + 1, len(self.family_names)))
         for i, family in enumerate(families):
@@ -83,7 +84,43 @@ class RankerModel:
         return scores
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
-        """Per row, each family's contribution (TreeSHAP values summed per family)."""
-        values = np.asarray(self.booster.predict(matrix, pred_contrib=True, num_threads=1))
-        grouped: np.ndarray = values @ self._to_families
+        """Per row, each family's contribution to the raw score, plus the baseline; the row
+        sums to the score.
+
+        Path attributions (Saabas): along the path a row takes through a tree, each split
+        credits its feature with the change in the node's value, so a leaf's credits are
+        fixed when the model loads and a row's contributions are one gather over its
+        leaves. LightGBM's TreeSHAP gives the same sums spread more fairly over features
+        that interact, at 5-6x the cost (19 against 3.4 ms for 20 rows of 800 trees),
+        which was a sixth of a ranked page."""
+        leaves = np.asarray(self.booster.predict(matrix, pred_leaf=True, num_threads=1))
+        table, offsets = self._leaf_credits
+        grouped: np.ndarray = table[leaves.astype(np.intp) + offsets].sum(axis=1)
         return grouped
+
+    @functools.cached_property
+    def _leaf_credits(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per (tree, leaf), the credit of each family along the path to it (baseline: the
+        tree's root value), flattened to rows ``tree * max_leaves + leaf``."""
+        trees = self.booster.dump_model()["tree_info"]
+        width = max((tree["num_leaves"] for tree in trees), default=1)
+        credits = np.zeros((len(trees), width, len(self.features) + 1))
+        for t, tree in enumerate(trees):
+            root = tree["tree_structure"]
+            credits[t, :, -1] = _node_value(root)
+            stack = [(root, np.zeros(len(self.features)))]
+            while stack:
+                node, path = stack.pop()
+                if "leaf_index" in node:
+                    credits[t, node["leaf_index"], :-1] = path
+                    continue
+                for child in (node["left_child"], node["right_child"]):
+                    step = path.copy()
+                    step[node["split_feature"]] += _node_value(child) - _node_value(node)
+                    stack.append((child, step))
+        table = credits.reshape(-1, credits.shape[-1]) @ self._to_families
+        return table, np.arange(len(trees), dtype=np.intp) * width
+
+
+def _node_value(node: dict[str, Any]) -> float:
+    return float(node["leaf_value"] if "leaf_index" in node else node["internal_value"])

@@ -3,7 +3,7 @@
 
 It scores the union of every source's candidates; the page step that follows is the
 blend's (fatigue, MMR, caps). A pick's breakdown is the model's per-feature contributions
-(TreeSHAP, computed for the page's items only), summed per family: each source, ``item``,
+(path attributions, computed for the page's items only), summed per family: each source, ``item``,
 ``taste`` and ``user``.
 """
 
