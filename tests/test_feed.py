@@ -810,6 +810,13 @@ def test_item_to_item_neighbours_and_its_live_source(
     after = proposed()
     assert after and not set(after) & set(liked)
     assert {i.item_id for i in similar[:3]} & set(after)
+    # A like of an item that arrived after training (a catalogue row the model never
+    # knew) is no neighbour of anything, and changes nothing else.
+    arrival = {"item_id": "i2i-arrival", "title": "Fresh jazz", "tags": ["jazz"]}
+    recommender.upsert_items(validate_items(pd.DataFrame([arrival])).valid)
+    send(recommender, user, ["i2i-arrival"], "like", start=1.8e9 + 700)
+    state = recommender.require_state()
+    assert proposed() == after
     # Not weighed by the blend (the default), the source is not even asked.
     history = recommender.history(state, user)
     # (The learned ranker, where one serves, asks every source.)

@@ -51,8 +51,27 @@ class ServingState:
         default_factory=lambda: ActivityByRow(ActivityLog.empty(), np.zeros(0, np.int64))
     )
 
+    # Per neighbour model: (its column per catalogue row, the catalogue row per column).
+    neighbour_maps: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
     def fold_in_models(self) -> dict[str, Any]:
         return fold_in_models(self.models)
+
+    def neighbour_map(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Model ``name``'s item column per catalogue row (-1: unknown to it) and the
+        catalogue row per column (-1: not in the catalogue), built on first use. It stays
+        true as items arrive: catalogue rows only grow, and every item the model knows
+        was in the catalogue when the state loaded (rows past the map are unknown)."""
+        maps = self.neighbour_maps.get(name)
+        if maps is None:
+            items = self.models[name].items
+            catalogue = self.catalogue
+            columns = np.asarray(items.to_internal(catalogue.ids, strict=False), dtype=np.int64)
+            rows = np.full(len(items), -1, dtype=np.int64)
+            known = np.flatnonzero(columns >= 0)
+            rows[columns[known]] = known
+            maps = self.neighbour_maps.setdefault(name, (columns, rows))
+        return maps
 
 
 def fold_in_models(models: dict[str, Any]) -> dict[str, Any]:
