@@ -16,7 +16,6 @@ import time
 from collections.abc import Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,6 @@ from recsys.columns import (
     USER_ID,
     VALUE,
 )
-from recsys.store.engine import sqlite_database_file
 from recsys.store.schema import events, users
 
 _EVENT_INSERT_COLUMNS = (*STORED_EVENT_COLUMNS, "ingested_at")
@@ -202,20 +200,23 @@ def iter_events(
     """Stream events as DataFrames (never ORM objects): chunks of ``chunk_rows`` rows, or on
     PostgreSQL of about 16 MB (the driver's batch size).
 
-    A SQLite file and PostgreSQL are read through ADBC, which fills Arrow columns in C (on
-    PostgreSQL from a binary COPY): 1M events in 0.7 s where the driver's cursor took 2.8 s
-    on PostgreSQL. Anything else (an in-memory SQLite) streams rows off the driver's
-    cursor. Either way SQLAlchemy's per-row processing is skipped.
+    PostgreSQL is read through ADBC, which fills Arrow columns in C from a binary COPY: 1M
+    events in 0.7 s where the driver's cursor took 2.8 s. SQLite streams rows off the
+    driver's cursor (250k events in 0.47 s). Either way SQLAlchemy's per-row processing is
+    skipped.
+
+    SQLite is not read through ADBC's SQLite driver, although that was 2.5x faster: the
+    driver carries a second copy of the SQLite library, and two copies in one process do
+    not see each other's POSIX locks on the database and its WAL index. One copy then takes
+    itself for the only connection and resets the shared-memory file the other has mapped:
+    a training run in a serving process died of SIGBUS that way while the impression writer
+    wrote to the same file, and a checkpoint can overwrite WAL frames a reader still reads.
     """
     condition = []
     if since is not None:
         condition.append(events.c.timestamp >= since)
     if until is not None:
         condition.append(events.c.timestamp < until)
-    database = _sqlite_file(conn)
-    if database is not None:
-        yield from _iter_sqlite_arrow(conn, database, columns, condition, chunk_rows)
-        return
     sql = _literal_sql(select(*[events.c[name] for name in columns]).where(*condition), conn)
     if conn.dialect.name == "postgresql":
         yield from _iter_postgres_arrow(conn, sql)
@@ -232,29 +233,15 @@ def iter_events(
         cursor.close()
 
 
-def _sqlite_file(conn: Connection) -> Path | None:
-    """The database file behind a SQLite connection; None for other stores or memory."""
-    if conn.dialect.name != "sqlite":
-        return None
-    database = sqlite_database_file(conn.engine.url.database)
-    if database is None or database.startswith("file:"):
-        return None
-    return Path(database).resolve()
-
-
 def _literal_sql(query: Any, conn: Connection) -> str:
     """``query`` as SQL text with its values inlined, for a driver outside SQLAlchemy."""
     return str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
 
 
-# Prefix of the IS NULL flag that travels beside a nullable number (see _iter_sqlite_arrow).
-_NULL_PREFIX = "__null_"
-
-
 def _prefetched(reader: Iterator[Any], depth: int = 2) -> Generator[Any, None, None]:
     """``reader``'s items, read ahead on a second thread while the caller works.
 
-    The ADBC reader fills Arrow batches in C without the GIL, so reading overlaps the
+    The ADBC PostgreSQL reader fills Arrow batches in C without the GIL, so reading overlaps the
     caller's id mapping and weighting (5M events: 3.6-5.0 s -> 2.3-2.9 s of read). A reader
     error is raised in the caller; when the caller stops early, the thread is stopped and
     joined before returning, so the reader is never used after its connection closes.
@@ -295,20 +282,11 @@ def _prefetched(reader: Iterator[Any], depth: int = 2) -> Generator[Any, None, N
 
 
 def _arrow_frames(batches: Iterator[pa.RecordBatch]) -> Iterator[pd.DataFrame]:
-    """Frames of Arrow batches read ahead on a second thread; a ``_NULL_PREFIX`` flag column
-    (see ``_iter_sqlite_arrow``) turns its value column's flagged rows into NaN."""
+    """Frames of Arrow batches read ahead on a second thread."""
     with closing(_prefetched(batches)) as ahead:
         for batch in ahead:
-            if batch.num_rows == 0:
-                continue
-            frame = batch.to_pandas()
-            for flag_column in [c for c in frame.columns if c.startswith(_NULL_PREFIX)]:
-                name = flag_column[len(_NULL_PREFIX) :]
-                flag = frame.pop(flag_column).to_numpy(dtype=bool)
-                values = frame[name].to_numpy(dtype=np.float64, copy=True)
-                values[flag] = np.nan
-                frame[name] = values
-            yield frame
+            if batch.num_rows:
+                yield batch.to_pandas()
 
 
 def _iter_postgres_arrow(conn: Connection, sql: str) -> Iterator[pd.DataFrame]:
@@ -319,41 +297,6 @@ def _iter_postgres_arrow(conn: Connection, sql: str) -> Iterator[pd.DataFrame]:
     # libpq takes the same URL without SQLAlchemy's driver suffix (+psycopg).
     uri = conn.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     with adbc_postgresql.connect(uri) as connection, connection.cursor() as cursor:
-        cursor.execute(sql)
-        yield from _arrow_frames(cursor.fetch_record_batch())
-
-
-def _iter_sqlite_arrow(
-    conn: Connection,
-    database: Path,
-    columns: tuple[str, ...],
-    condition: list[Any],
-    chunk_rows: int,
-) -> Iterator[pd.DataFrame]:
-    """Events read by the ADBC SQLite driver, in Arrow batches.
-
-    ADBC infers each column's type from its first rows and fails on a later mismatch, so
-    every column is cast to one storage class and a nullable number travels as a value
-    plus an IS NULL flag (a column that starts with NULLs would be inferred as integer).
-    """
-    import adbc_driver_sqlite.dbapi as adbc_sqlite
-    from sqlalchemy import Float, Text, cast
-
-    selected: list[Any] = []
-    for name in columns:
-        column = events.c[name]
-        if name in _NUMERIC_COLUMNS and not column.nullable:
-            selected.append(cast(column, Float).label(name))
-        elif name in _NUMERIC_COLUMNS:
-            selected.append(func.coalesce(cast(column, Float), 0.0).label(name))
-            selected.append(column.is_(None).label(_NULL_PREFIX + name))
-        else:
-            selected.append(cast(column, Text).label(name))
-    sql = _literal_sql(select(*selected).where(*condition), conn)
-    # Read-only: the nightly read can never write to (or create) the store.
-    uri = f"{database.as_uri()}?mode=ro"
-    with adbc_sqlite.connect(uri) as connection, connection.cursor() as cursor:
-        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_rows)})
         cursor.execute(sql)
         yield from _arrow_frames(cursor.fetch_record_batch())
 

@@ -191,12 +191,11 @@ def test_sqlite_and_postgres_store_the_same_rows(tmp_path, postgres_url: str) ->
 
 
 def test_sqlite_bulk_read_keeps_nulls_and_types_whatever_the_first_rows_hold(tmp_path) -> None:
-    """The Arrow reader infers types from the first rows: a column that starts with NULLs
-    (or whole numbers) and later holds fractions must still read back exactly."""
+    """A column that starts with NULLs (or whole numbers) and later holds fractions reads
+    back exactly (an Arrow reader that inferred types from the first rows once did not)."""
     import sqlite3
 
     from recsys.store.engine import make_engine
-    from recsys.store.events import _sqlite_file
 
     n = 5_000
     frame = pd.DataFrame(
@@ -216,7 +215,6 @@ def test_sqlite_bulk_read_keeps_nulls_and_types_whatever_the_first_rows_hold(tmp
         insert_events(conn, checked.valid)
     since, until = 1_700_000_000.0 + 100, 1_700_000_000.0 + 4_900
     with store.read() as conn:
-        assert _sqlite_file(conn) is not None  # the Arrow path is the one under test
         read = pd.concat(
             list(iter_events(conn, chunk_rows=700, since=since, until=until)), ignore_index=True
         )
@@ -234,6 +232,59 @@ def test_sqlite_bulk_read_keeps_nulls_and_types_whatever_the_first_rows_hold(tmp
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
     assert got["dwell_seconds"].isna().sum() == 3_900
     assert got["value"].iloc[-1] == 3.5
+
+
+def test_a_bulk_read_while_the_process_writes_the_same_file_uses_one_sqlite(tmp_path) -> None:
+    """A serving process trains while its impression writer writes: the bulk read must go
+    through the same SQLite library as the writer (a second copy in the process does not
+    see the first one's locks, and one reset the WAL index under the other: SIGBUS)."""
+    import sys
+    import threading
+
+    from recsys.store.engine import make_engine
+
+    store = Store(make_engine(f"sqlite:///{tmp_path / 'busy.db'}"))
+    store.ensure_schema()
+
+    def batch(start: int, n: int) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "user_id": [f"u{i % 50}" for i in range(start, start + n)],
+                "item_id": [f"i{i % 300}" for i in range(start, start + n)],
+                "type": ["view"] * n,
+                "timestamp": 1_700_000_000.0 + np.arange(start, start + n),
+                "dwell_seconds": [30.0] * n,
+            }
+        )
+
+    with store.transaction() as conn:
+        insert_events(conn, validate_events(batch(0, 20_000), event_types=TYPES).valid)
+    stop = threading.Event()
+    written: list[int] = []
+
+    def writer() -> None:
+        start = 20_000
+        while not stop.is_set():
+            with store.transaction() as conn:
+                insert_events(conn, validate_events(batch(start, 200), event_types=TYPES).valid)
+            written.append(200)
+            start += 200
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        reads = []
+        for _ in range(5):
+            with store.read() as conn:
+                reads.append(sum(len(chunk) for chunk in iter_events(conn, chunk_rows=3_000)))
+    finally:
+        stop.set()
+        thread.join()
+    store.dispose()
+    # Each read is one snapshot: at least the first 20,000, never more than was written.
+    assert all(20_000 <= n <= 20_000 + sum(written) for n in reads)
+    assert reads == sorted(reads) and written
+    assert "adbc_driver_sqlite" not in sys.modules
 
 
 def test_read_ahead_hands_over_items_errors_and_stops_with_its_caller() -> None:
