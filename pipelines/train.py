@@ -437,10 +437,12 @@ def _run_stages(
             log.warning("quality gate would refuse (%s); publishing because of --force", reason)
             result.metrics["gate_overridden"] = reason
 
+    # First-stage models fitted on the events before the holdout: the gate's, then the
+    # ranker's. The nightly fits continue from them where a model can (ALS, LightFM).
+    fitted: dict[str, Any] = {} if gate_model is None else {registry.gated().name: gate_model}
     with stages.stage("ranker"):
         ranker = None
         if holdout is not None and gate_model is not None:
-            fitted = {registry.gated().name: gate_model}
             try:
                 ranker, result.metrics["ranker"] = train_ranker(
                     store, settings, holdout, items, reference_dwell, fitted
@@ -463,13 +465,15 @@ def _run_stages(
     for spec in registry.specs():
         with stages.stage(spec.name):
             model = spec.create(settings)
-            if spec.gated and gate_model is not None and hasattr(model, "fit_from"):
-                # Continue from the gate's fit instead of fitting again (see ARCHITECTURE).
-                models[spec.name] = model.fit_from(gate_model, data, catalogue)
+            previous = fitted.pop(spec.name, None)
+            if previous is not None and hasattr(model, "fit_from"):
+                # Continue from the earlier fit instead of fitting again (see ARCHITECTURE).
+                models[spec.name] = model.fit_from(previous, data, catalogue)
                 result.metrics[f"{spec.name}_warm_started"] = model.warm_started
             else:
                 models[spec.name] = model.fit(data, catalogue)
-    del gate_model
+            del previous
+    del gate_model, fitted
     # Aligned with the item id map: the gate's baseline and the feed's popular source.
     popularity = PopularityModel().fit(data)
 

@@ -181,7 +181,10 @@ def train_ranker(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[RankerModel | None, dict[str, Any]]:
     """The ranker and its metrics; None with the reason in the metrics when the data is too
-    small or the ranker does not beat the blend."""
+    small or the ranker does not beat the blend.
+
+    ``fitted`` holds first-stage models already fitted on ``holdout.train`` (the gate's);
+    the ones fitted here are added to it, for the nightly fits to continue from."""
     config = settings.ranker
     started = time.perf_counter()
     if not config.enabled:
@@ -207,6 +210,8 @@ def train_ranker(
         else spec.create(settings).fit(train, catalogue_frame)
         for spec in registry.specs()
     }
+    # The nightly fits on every event continue from these where a model can (LightFM).
+    fitted.update(models)
     popularity = PopularityModel().fit(train)
     user_ids = dict(zip(rows.tolist(), train.users.to_external(rows).tolist(), strict=True))
     fit_seconds = time.perf_counter() - started

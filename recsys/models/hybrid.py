@@ -207,6 +207,37 @@ class HybridModel(EmbeddingModel[HybridConfig]):
         self.feature_biases: np.ndarray | None = None
         # The fitted LightFM object; kept in memory only (it is not saved).
         self.estimator: Any = None
+        self._start_from: HybridModel | None = None
+        # Whether the last fit continued from another model's state (see ``fit_from``).
+        self.warm_started = False
+
+    def fit_from(
+        self,
+        previous: HybridModel,
+        interactions: InteractionData,
+        items_df: pd.DataFrame | None = None,
+    ) -> HybridModel:
+        """Fit, continuing from ``previous``'s LightFM state for ``warm_start_epochs``.
+
+        ``previous`` must be fitted in this process (its estimator is not saved) over the
+        same users and component count: the learned ranker's first-stage fit, on an older
+        slice of the same matrix. Features it had keep their embeddings, biases and
+        AdaGrad state; features new since (items first liked since) start fresh.
+        Otherwise, or with ``warm_start_epochs=0``, this is a plain ``fit``.
+        """
+        if (
+            self.config.warm_start_epochs > 0
+            and previous.estimator is not None
+            and previous.features is not None
+            and previous.config.no_components == self.config.no_components
+            and previous.users == interactions.users
+            and self._user_features(interactions) is None
+        ):
+            self._start_from = previous
+        try:
+            return self.fit(interactions, items_df)
+        finally:
+            self._start_from = None
 
     def _user_features(self, interactions: InteractionData) -> sp.csr_matrix | None:
         """Hook for user features (rows aligned with ``interactions.users``).
@@ -261,12 +292,16 @@ class HybridModel(EmbeddingModel[HybridConfig]):
             random_state=config.random_state,
         )
         user_features = self._user_features(interactions)
-        estimator.fit(
+        start_from, self.warm_started = self._start_from, self._start_from is not None
+        if start_from is not None:
+            _continue_from(estimator, start_from, features, train.shape[0])
+        # fit_partial initialises a fresh estimator and continues a prepared one.
+        estimator.fit_partial(
             train,
             user_features=user_features,
             item_features=item_features,
             sample_weight=sample_weight,
-            epochs=config.epochs,
+            epochs=config.warm_start_epochs if start_from else config.epochs,
             num_threads=config.num_threads,
         )
         self.estimator = estimator
@@ -337,3 +372,32 @@ class HybridModel(EmbeddingModel[HybridConfig]):
                 f"feature embeddings for {self.features.n_features} features"
             )
         self.estimator = None
+
+
+# LightFM's per-feature state: the embeddings and biases with their AdaGrad accumulators.
+_ITEM_STATE = (
+    "item_embeddings",
+    "item_embedding_gradients",
+    "item_embedding_momentum",
+    "item_biases",
+    "item_bias_gradients",
+    "item_bias_momentum",
+)
+_USER_STATE = tuple(name.replace("item", "user") for name in _ITEM_STATE)
+
+
+def _continue_from(
+    estimator: Any, previous: HybridModel, features: ItemFeatures, n_users: int
+) -> None:
+    """Initialise ``estimator`` for ``features`` and copy in ``previous``'s state for every
+    feature (and every user) the two share."""
+    assert previous.estimator is not None and previous.features is not None
+    estimator._initialize(estimator.no_components, features.n_features, n_users)
+    old = previous.estimator
+    old_columns = pd.Index(previous.features.feature_names, dtype=object)
+    columns = old_columns.get_indexer(pd.Index(features.feature_names, dtype=object))
+    shared = np.flatnonzero(columns >= 0)
+    for name in _ITEM_STATE:
+        getattr(estimator, name)[shared] = getattr(old, name)[columns[shared]]
+    for name in _USER_STATE:
+        setattr(estimator, name, getattr(old, name).copy())

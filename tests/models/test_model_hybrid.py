@@ -177,3 +177,71 @@ def test_fit_on_catalogue_without_text_columns() -> None:
     assert model.item_factors.shape == (3, 5)
     # "z" has neither interactions nor features: it scores by nothing.
     np.testing.assert_array_equal(model.item_factors[2], [0, 0, 0, 1, 0])
+
+
+def _hybrid(**overrides: Any) -> HybridModel:
+    config = HybridConfig(no_components=8, epochs=30, num_threads=1, random_state=3)
+    return HybridModel(config.model_copy(update=overrides))
+
+
+def test_fit_from_continues_from_the_previous_state_and_starts_new_features_fresh(
+    blocks: Blocks,
+) -> None:
+    data = blocks.interactions
+    # The earlier fit saw no interaction with one space item: it had no identity feature.
+    newcomer = int(blocks.space_items[0])
+    earlier = data.matrix.tolil()
+    earlier[:, newcomer] = 0
+    before = InteractionData(matrix=earlier.tocsr(), users=data.users, items=data.items)
+    previous = _hybrid().fit(before, blocks.items_df)
+    newcomer_id = f"id:{data.items.external_ids[newcomer]}"
+    assert newcomer_id not in previous.features.feature_names  # type: ignore[union-attr]
+
+    continued = _hybrid(warm_start_epochs=1).fit_from(previous, data, blocks.items_df)
+    one_fresh = _hybrid(epochs=1).fit(data, blocks.items_df)
+    assert continued.warm_started and not one_fresh.warm_started
+    names = continued.features.feature_names  # type: ignore[union-attr]
+    assert newcomer_id in names
+    old_names = previous.features.feature_names  # type: ignore[union-attr]
+    shared = [n for n in names if n in old_names]
+    assert len(shared) == len(old_names)
+    new_rows = [names.index(n) for n in shared]
+    old_rows = [old_names.index(n) for n in shared]
+
+    def distance(model: HybridModel) -> float:
+        moved = (
+            model.estimator.item_embeddings[new_rows] - previous.estimator.item_embeddings[old_rows]
+        )
+        return float(np.abs(moved).mean())
+
+    # One more epoch from a fitted state moves the shared features a little; one epoch from
+    # random starts lands far from it.
+    assert distance(continued) < 0.5 * distance(one_fresh)
+    # And the continued model still ranks each user's own block first.
+    scores = continued.score(np.arange(len(data.users)))
+    for user in range(scores.shape[0]):
+        assert (
+            scores[user, blocks.own_block(user)].mean()
+            > scores[user, blocks.other_block(user)].mean()
+        )
+
+
+def test_hybrid_fit_from_fits_afresh_when_it_cannot_continue(
+    blocks: Blocks, tmp_path: Path
+) -> None:
+    data = blocks.interactions
+    fresh = _hybrid().fit(data, blocks.items_df)
+    loaded = HybridModel.load(fresh.save(tmp_path / "saved"))
+    other_users = InteractionData(
+        matrix=data.matrix[:-1], users=IdMap(data.users.external_ids[:-1]), items=data.items
+    )
+    cases = {
+        "other users": (_hybrid(), _hybrid().fit(other_users, blocks.items_df)),
+        "warm start off": (_hybrid(warm_start_epochs=0), fresh),
+        "other component count": (_hybrid(), _hybrid(no_components=4).fit(data, blocks.items_df)),
+        "loaded, not fitted here": (_hybrid(), loaded),
+    }
+    for case, (model, previous) in cases.items():
+        model.fit_from(previous, data, blocks.items_df)
+        assert not model.warm_started, case
+        np.testing.assert_array_equal(model.item_factors, fresh.item_factors, err_msg=case)

@@ -90,8 +90,11 @@ def test_run_is_published_and_recorded(trained_world: TrainedWorld) -> None:
     assert set(run.timings) >= {"read", "gate", "als", "hybrid", "content", "save", "publish"}
     gate = run.metrics["gate"]
     assert gate["als"]["ndcg@10"] > gate["popularity"]["ndcg@10"]
-    # The published ALS continued from the gate's fit instead of starting again.
+    # The published ALS continued from the gate's fit instead of starting again, and
+    # LightFM from the learned ranker's first-stage fit.
     assert run.metrics["als_warm_started"] is True
+    assert run.metrics["ranker"]["status"] in {"published", "refused"}
+    assert run.metrics["hybrid_warm_started"] is True
     with open_vector_store(trained_world.settings) as vectors:
         assert run.version in {v.version for v in vectors.list_versions()}
     assert (trained_world.settings.artifacts_dir / run.version / "manifest.json").is_file()
