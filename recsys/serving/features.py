@@ -115,17 +115,18 @@ def candidate_features(
         # Scores relative to the list's best: a model refitted on more events (the served
         # version against the ranker's training fit) scores everything higher, and a raw
         # score would drift past the thresholds the trees learned.
-        top = max((abs(hit.score) for hit in candidates_list.hits), default=0.0)
+        hits = candidates_list.hits
+        if not hits:
+            continue
+        scores = np.fromiter((hit.score for hit in hits), dtype=np.float64, count=len(hits))
+        top = float(np.abs(scores).max())
         scale = 1.0 / top if top > 1e-12 else 0.0
-        for position, hit in enumerate(candidates_list.hits):
-            k = slot.get(hit.item_id)
-            if k is None:
-                continue
-            if not rank_column[k] <= position:  # NaN or a worse rank
-                rank_column[k] = position
-            relative = hit.score * scale
-            if score_column is not None and not score_column[k] >= relative:
-                score_column[k] = relative
+        at = np.fromiter((slot.get(hit.item_id, -1) for hit in hits), np.int64, len(hits))
+        found = np.flatnonzero(at >= 0)
+        # The best rank and score an item has in the list (fmin/fmax pass over NaN).
+        np.fmin.at(rank_column, at[found], found.astype(np.float64))
+        if score_column is not None:
+            np.fmax.at(score_column, at[found], scores[found] * scale)
 
     state, catalogue = request.state, request.state.catalogue
     safe = np.maximum(rows, 0)
