@@ -264,6 +264,7 @@ def evaluate(
     k_values: Sequence[int] = DEFAULT_K,
     seed: int = 42,
     tune: bool = False,
+    validation: bool = False,
     include_feed: bool = True,
     out_dir: Path = Path("reports"),
     progress: Callable[[str], None] | None = None,
@@ -277,6 +278,9 @@ def evaluate(
         settings = settings.model_copy(update={"gate_holdout": "random"})
     k_max = max(k_values)
     split = make_protocol_split(data, protocol, seed)
+    if validation:
+        # The same protocol again inside the train part: the test part is never read.
+        split = validation_split(split)
     say(
         f"{data.name}: {protocol} split, "
         f"{len(split.train):,} train / {len(split.test):,} test events"
@@ -295,6 +299,7 @@ def evaluate(
     users = sorted(set(split.test[USER_ID]) & set(train_data.users.external_ids))
     params: dict[str, Any] = {
         "seed": seed,
+        "validation": validation,
         "k_values": list(k_values),
         "als": settings.als.model_dump(),
         "hybrid": settings.hybrid.model_dump(),

@@ -579,6 +579,14 @@ def evaluate(
     feed_model: Annotated[
         bool, typer.Option("--feed/--no-feed", help="Include the production blended feed.")
     ] = True,
+    validation: Annotated[
+        bool,
+        typer.Option(
+            "--validation",
+            help="Score on a validation split carved out of the protocol's train part "
+            "(the same protocol again), never its test part: for choosing settings.",
+        ),
+    ] = False,
     seed: int = 42,
     out: Annotated[
         Path | None,
@@ -634,6 +642,7 @@ def evaluate(
         k_values=k or [5, 10, 20],
         seed=seed,
         tune=tune,
+        validation=validation,
         include_feed=feed_model,
         out_dir=out or settings.reports_dir,
         progress=typer.echo,

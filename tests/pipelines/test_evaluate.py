@@ -94,6 +94,50 @@ def test_cold_item_protocol_reports_every_model_and_the_feed(tmp_path: Path) -> 
     assert models["feed"]["metrics"]["ndcg@10"] > 0
 
 
+def test_validation_scores_a_split_of_the_train_part_and_never_reads_test(
+    tmp_path: Path,
+) -> None:
+    """``--validation`` repeats the protocol inside the train part: the scored events are
+    the inner split's, and none of the outer test events is trained on or scored."""
+    import pandas as pd
+
+    from pipelines.demo_world import generate_world
+    from pipelines.evaluate import make_protocol_split
+    from recsys.evaluation.splits import validation_split
+
+    world = generate_world(seed=5, scale=0.2)
+    events = pd.concat(list(world.iter_events()), ignore_index=True)
+    settings = Settings(home=tmp_path / "home", _env_file=None)  # type: ignore[call-arg]
+    data = prepare("demo", world.items, events, settings)
+    outer = make_protocol_split(data, "temporal", 42)
+    inner = validation_split(outer)
+
+    result = evaluate(
+        data,
+        settings,
+        protocol="temporal",
+        k_values=[10],
+        validation=True,
+        include_feed=False,
+        out_dir=tmp_path / "reports",
+    )
+    split = result.document["protocol"]
+    assert result.document["params"]["validation"] is True
+    assert (split["n_train"], split["n_test"]) == (len(inner.train), len(inner.test))
+    assert split["n_train"] + split["n_test"] == len(outer.train)
+
+    plain = evaluate(
+        data,
+        settings,
+        protocol="temporal",
+        k_values=[10],
+        include_feed=False,
+        out_dir=tmp_path / "reports-plain",
+    )
+    assert plain.document["protocol"]["n_test"] == len(outer.test)
+    assert plain.document["params"]["validation"] is False
+
+
 def test_served_pages_are_scored_at_their_own_size() -> None:
     """A page of 5 is not the head of the page of 10: @5 comes from the pages of 5."""
     import pandas as pd
