@@ -23,9 +23,12 @@ supervisor's health pings on a pipe); uvicorn is pinned, and this module relies 
 from __future__ import annotations
 
 import logging
+import pickle
 import signal
 import socket
 import threading
+import time
+from multiprocessing.connection import wait
 from types import FrameType
 
 from uvicorn.config import STARTUP_FAILURE, Config
@@ -54,7 +57,17 @@ def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
 
 
 class WorkerSupervisor:
-    """Runs ``workers`` copies of the app in ``config`` on ``config.host:config.port``."""
+    """Runs ``workers`` copies of the app in ``config`` on ``config.host:config.port``.
+
+    Death and hangs are told apart. A worker that exits is seen at once, by its process
+    sentinel, and replaced. A worker that lives but stops answering health pings for
+    ``config.timeout_worker_healthcheck`` seconds is killed and replaced. Pings are sent and
+    read without blocking: uvicorn's own ``Process.is_alive`` waits for the answer, and a
+    worker that was killed but had not finished exiting when it was asked (a few hundred
+    MiB to unmap) held the supervisor in that wait for the whole health-check timeout,
+    while the connections queued on its socket waited for a replacement that was not
+    being started.
+    """
 
     def __init__(self, config: Config, workers: int) -> None:
         if workers < 1:
@@ -63,6 +76,8 @@ class WorkerSupervisor:
         self.count = workers
         self.workers: list[Process] = []
         self.sockets: list[socket.socket] = []  # one per worker slot, kept across restarts
+        # When each slot's outstanding ping was sent (None: no ping outstanding).
+        self.ping_sent_at: list[float | None] = []
         self.should_exit = threading.Event()
         self.failed = False
 
@@ -91,14 +106,25 @@ class WorkerSupervisor:
         try:
             for _ in range(self.count):
                 self.workers.append(self._start_worker(self._open_slot()))
+                self.ping_sent_at.append(None)
             log.info(
                 "serving on http://%s:%d with %d workers",
                 self.config.host,
                 self.config.port,
                 self.count,
             )
-            while not self.should_exit.wait(0.5):
-                self._replace_dead_workers()
+            while not self.should_exit.is_set():
+                # Wakes the moment a worker exits; the timeout paces the health pings.
+                exited = wait([worker.process.sentinel for worker in self.workers], timeout=0.5)
+                if self.should_exit.is_set():
+                    break
+                for position, worker in enumerate(self.workers):
+                    if worker.process.sentinel in exited:
+                        self._replace(position, hung=False)
+                    elif self._unresponsive(position):
+                        self._replace(position, hung=True)
+                    if self.should_exit.is_set():
+                        break
         finally:
             for worker in self.workers:
                 worker.terminate()
@@ -109,24 +135,39 @@ class WorkerSupervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _replace_dead_workers(self) -> None:
-        for position, worker in enumerate(self.workers):
-            if self.should_exit.is_set():
-                return
-            if worker.is_alive(timeout=self.config.timeout_worker_healthcheck):
-                continue
-            worker.kill()  # hung rather than dead: make sure
-            worker.join()
-            if worker.exitcode == STARTUP_FAILURE:
-                # It failed before serving (the app, the store or the index is broken):
-                # every replacement would fail the same way.
-                log.error("worker %s failed to start; stopping the service", worker.pid)
-                self.failed = True
-                self.should_exit.set()
-                return
-            log.warning(
-                "worker %s exited (code %s); starting another",
-                worker.pid,
-                worker.exitcode,
-            )
-            self.workers[position] = self._start_worker(self.sockets[position])
+    def _unresponsive(self, position: int) -> bool:
+        """Sends a ping when none is outstanding, reads the answer when it has come, and
+        says whether the outstanding one is older than the health-check timeout."""
+        connection = self.workers[position].parent_conn
+        sent_at = self.ping_sent_at[position]
+        try:
+            if sent_at is not None and connection.poll():
+                connection.recv()  # the worker's "started" flag: an answer is all we need
+                sent_at = None
+            if sent_at is None:
+                connection.send(b"ping")
+                sent_at = time.monotonic()
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return True
+        self.ping_sent_at[position] = sent_at
+        return time.monotonic() - sent_at > self.config.timeout_worker_healthcheck
+
+    def _replace(self, position: int, *, hung: bool) -> None:
+        worker = self.workers[position]
+        worker.kill()  # a hung worker must go; for one that exited this only closes pipes
+        worker.join()
+        if worker.exitcode == STARTUP_FAILURE:
+            # It failed before serving (the app, the store or the index is broken):
+            # every replacement would fail the same way.
+            log.error("worker %s failed to start; stopping the service", worker.pid)
+            self.failed = True
+            self.should_exit.set()
+            return
+        log.warning(
+            "worker %s %s (code %s); starting another",
+            worker.pid,
+            "stopped answering health checks and was killed" if hung else "exited",
+            worker.exitcode,
+        )
+        self.workers[position] = self._start_worker(self.sockets[position])
+        self.ping_sent_at[position] = None
