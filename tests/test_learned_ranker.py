@@ -24,7 +24,12 @@ from recsys.rank_training import (
     user_features,
 )
 from recsys.serving import Recommender
-from recsys.serving.features import candidate_features, feature_names, union
+from recsys.serving.features import (
+    candidate_features,
+    feature_names,
+    recent_liked_rows,
+    union,
+)
 from recsys.serving.learned import LearnedRanker
 from recsys.serving.ranking import BlendRanker
 from recsys.serving.sources import default_sources, gather
@@ -363,6 +368,38 @@ def test_features_of_unknown_candidates_are_missing(recommender: Recommender) ->
     matrix = candidate_features(request, lists, candidates, state.activity, NAMES)
     for name in ("popularity_share", "age_days", "content_to_likes_max", "category_affinity"):
         assert np.isnan(matrix[0, NAMES.index(name)]), name
+
+
+def test_category_and_tag_affinity_are_the_shares_of_recent_likes(
+    recommender: Recommender,
+) -> None:
+    """Each candidate's category affinity is the share of the user's recent likes in its
+    category; its tag affinity, the mean over its tags of the share of likes carrying it."""
+    state = _state(recommender)
+    user = _quiet_user(recommender, state)
+    history = recommender.history(state, user)
+    request = recommender.request(state, user, history, 10, set(), None)
+    lists = gather(default_sources(), request)
+    candidates = union(request, lists, set())
+    assert candidates is not None
+    matrix = candidate_features(request, lists, candidates, state.activity, NAMES)
+    catalogue = state.catalogue
+    liked = recent_liked_rows(request).tolist()
+    assert liked, "the user should have recent likes"
+    expected_category, expected_tags = [], []
+    for row in candidates.rows.tolist():
+        category = catalogue.categories[row]
+        in_category = [catalogue.categories[r] for r in liked].count(category)
+        expected_category.append(in_category / len(liked) if category is not None else 0.0)
+        tags = catalogue.tags[row]
+        per_tag = [sum(tag in catalogue.tags[r] for r in liked) for tag in tags]
+        expected_tags.append(sum(per_tag) / len(tags) / len(liked) if tags else 0.0)
+    category_column = matrix[:, NAMES.index("category_affinity")]
+    tag_column = matrix[:, NAMES.index("tag_affinity")]
+    np.testing.assert_allclose(category_column, expected_category, rtol=1e-12)
+    np.testing.assert_allclose(tag_column, expected_tags, rtol=1e-12)
+    # The data gives both columns something to say: not all equal, not all zero.
+    assert len(set(category_column.round(6))) > 1 and len(set(tag_column.round(6))) > 1
 
 
 def test_models_list_says_which_ranker_serves(
