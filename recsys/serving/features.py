@@ -11,13 +11,11 @@ the user's likes, skips, categories and tags, the models' affinity scores) and `
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from recsys import registry
 from recsys.models.activity import DAY, WINDOWS_DAYS, ItemActivity
@@ -185,15 +183,6 @@ def birth_times(catalogue: Catalogue, rows: np.ndarray, first_seen: np.ndarray) 
     return np.where(np.isfinite(created), created, first_seen)
 
 
-def _lookup(counts: pd.Series, keys: Sequence[Any] | np.ndarray) -> np.ndarray:
-    """``counts[key]`` for every key, 0 where a key (or None) is not counted."""
-    if not len(keys):
-        return np.zeros(0)
-    positions = counts.index.get_indexer(pd.Index(keys, dtype=object))
-    values = np.append(counts.to_numpy(dtype=np.float64), 0.0)
-    return values[positions]  # -1 (unknown) reads the appended 0
-
-
 def _taste(
     request: FeedRequest,
     rows: np.ndarray,
@@ -208,22 +197,21 @@ def _taste(
         similarity = vectors @ catalogue.content[liked].T
         get("content_to_likes_max")[known] = similarity.max(axis=1)[known]
         get("content_to_likes_mean")[known] = similarity.mean(axis=1)[known]
-        # Shares looked up by hashing (pandas' index), not a Python loop per candidate.
-        liked_categories = pd.Series(catalogue.categories[liked]).value_counts()
-        categories = catalogue.categories[np.maximum(rows, 0)]
-        share = _lookup(liked_categories, categories)
+        liked_categories = Counter(catalogue.categories[liked].tolist())
+        liked_categories.pop(None, None)
+        categories = catalogue.categories[np.maximum(rows, 0)].tolist()
+        share = np.array([liked_categories.get(c, 0) for c in categories], dtype=np.float64)
         get("category_affinity")[known] = (share / len(liked))[known]
-        liked_tags = pd.Series(
-            list(itertools.chain.from_iterable(catalogue.tags[row] for row in liked.tolist()))
-        ).value_counts()
-        if len(liked_tags):
-            candidate_tags = [catalogue.tags[r] if r >= 0 else [] for r in rows.tolist()]
-            counts = np.fromiter(map(len, candidate_tags), dtype=np.int64, count=len(rows))
-            hits = _lookup(liked_tags, list(itertools.chain.from_iterable(candidate_tags)))
-            # Per candidate, the mean over its tags of how many recent likes carry each.
-            ends = np.cumsum(counts)
-            sums = np.add.reduceat(np.append(hits, 0.0), ends - counts) * (counts > 0)
-            affinity = sums / np.maximum(counts, 1)
+        liked_tags = Counter(tag for row in liked.tolist() for tag in catalogue.tags[row])
+        if liked_tags:
+            affinity = np.array(
+                [
+                    sum(liked_tags.get(t, 0) for t in catalogue.tags[r]) / len(catalogue.tags[r])
+                    if r >= 0 and catalogue.tags[r]
+                    else 0.0
+                    for r in rows.tolist()
+                ]
+            )
             get("tag_affinity")[known] = (affinity / len(liked))[known]
     rejected = ((history.types == "skip") | (history.types == "dislike")) & (history.rows >= 0)
     skipped = history.rows[np.flatnonzero(rejected)[:TASTE_NEGATIVES]]
