@@ -25,6 +25,7 @@ from recsys.rank_training import (
 )
 from recsys.serving import Recommender
 from recsys.serving.features import (
+    Candidates,
     candidate_features,
     feature_names,
     recent_liked_rows,
@@ -32,7 +33,7 @@ from recsys.serving.features import (
 )
 from recsys.serving.learned import LearnedRanker
 from recsys.serving.ranking import BlendRanker
-from recsys.serving.sources import default_sources, gather
+from recsys.serving.sources import CandidateList, FeedRequest, default_sources, gather
 from recsys.serving.state import ServingState
 from recsys.store.runs import list_runs
 from tests.conftest import TrainedWorld, build_trained_world
@@ -356,7 +357,10 @@ def test_ndcg_counts_relevant_items_no_source_proposed() -> None:
     assert ndcg_at_k(np.array([1.0]), np.array([0]), relevant=0) == 0.0
 
 
-def test_features_of_unknown_candidates_are_missing(recommender: Recommender) -> None:
+def _quiet_candidates(
+    recommender: Recommender,
+) -> tuple[ServingState, FeedRequest, list[CandidateList], Candidates]:
+    """A quiet user's page request, its source lists and their union."""
     state = _state(recommender)
     user = _quiet_user(recommender, state)
     history = recommender.history(state, user)
@@ -364,6 +368,11 @@ def test_features_of_unknown_candidates_are_missing(recommender: Recommender) ->
     lists = gather(default_sources(), request)
     candidates = union(request, lists, set())
     assert candidates is not None
+    return state, request, lists, candidates
+
+
+def test_features_of_unknown_candidates_are_missing(recommender: Recommender) -> None:
+    state, request, lists, candidates = _quiet_candidates(recommender)
     candidates.rows[0] = -1
     matrix = candidate_features(request, lists, candidates, state.activity, NAMES)
     for name in ("popularity_share", "age_days", "content_to_likes_max", "category_affinity"):
@@ -375,13 +384,7 @@ def test_category_and_tag_affinity_are_the_shares_of_recent_likes(
 ) -> None:
     """Each candidate's category affinity is the share of the user's recent likes in its
     category; its tag affinity, the mean over its tags of the share of likes carrying it."""
-    state = _state(recommender)
-    user = _quiet_user(recommender, state)
-    history = recommender.history(state, user)
-    request = recommender.request(state, user, history, 10, set(), None)
-    lists = gather(default_sources(), request)
-    candidates = union(request, lists, set())
-    assert candidates is not None
+    state, request, lists, candidates = _quiet_candidates(recommender)
     matrix = candidate_features(request, lists, candidates, state.activity, NAMES)
     catalogue = state.catalogue
     liked = recent_liked_rows(request).tolist()
