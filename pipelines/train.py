@@ -34,7 +34,7 @@ from recsys.models.activity import ActivityLog
 from recsys.models.base import EmbeddingModel
 from recsys.models.catalog import catalogue_for
 from recsys.models.popularity import PopularityModel
-from recsys.rank_training import Holdout, train_ranker
+from recsys.rank_training import Holdout, LabelWindow, labelled_users, train_ranker
 from recsys.signals import SECONDS_PER_DAY, InteractionBuilder, newest_per_user
 from recsys.store import Store, runs
 from recsys.store.catalog import item_revision, load_items
@@ -203,6 +203,25 @@ def gate_metrics(
         model,
         Holdout(rows, cols, vals, times, held, train, ignored, consumed, randomly=randomly),
     )
+
+
+def more_label_windows(
+    builder: InteractionBuilder, settings: Settings, holdout: Holdout | None
+) -> list[LabelWindow]:
+    """Further random holdouts for the ranker to learn from (``ranker.label_windows``),
+    each with the gated model fitted on the events before it: only when the gate's
+    holdout was drawn at random and fewer users than ``ranker.max_users`` have labels."""
+    config = settings.ranker
+    if holdout is None or not holdout.randomly or config.label_windows < 2 or not config.enabled:
+        return []
+    if labelled_users(holdout)["row"].nunique() >= config.max_users:
+        return []
+    windows = []
+    for seed in range(1, config.label_windows):
+        _, model, window = gate_metrics(builder, settings, seed=seed)
+        if model is not None and window is not None:
+            windows.append(LabelWindow(window, {registry.gated().name: model}))
+    return windows
 
 
 def held_back(
@@ -422,6 +441,7 @@ def _run_stages(
 
     with stages.stage("gate"):
         gate, gate_model, holdout = gate_metrics(builder, settings)
+        more_windows = more_label_windows(builder, settings, holdout)
         reference_dwell = builder.reference_dwell
         # Positive events per item and time: the served ranker's item activity features.
         rows_, cols_, vals_, times_ = builder.triples()
@@ -445,7 +465,13 @@ def _run_stages(
         if holdout is not None and gate_model is not None:
             try:
                 ranker, result.metrics["ranker"] = train_ranker(
-                    store, settings, holdout, items, reference_dwell, fitted
+                    store,
+                    settings,
+                    holdout,
+                    items,
+                    reference_dwell,
+                    fitted,
+                    more_windows=more_windows,
                 )
             except Exception as exc:
                 # The blend serves without a ranker: a failure here costs quality, not
@@ -457,7 +483,7 @@ def _run_stages(
                 }
         else:
             result.metrics["ranker"] = {"status": "skipped", "reason": "no holdout"}
-        del holdout
+        del holdout, more_windows
         log.info("ranker: %s", result.metrics["ranker"])
 
     catalogue = catalogue_for(data, items)

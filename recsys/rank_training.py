@@ -170,6 +170,15 @@ def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, relevant: int, k: int = K)
     return float(gains.sum() / ideal)
 
 
+@dataclass
+class LabelWindow:
+    """One holdout to learn from, and the first-stage models already fitted on the events
+    before it (the gate's); the ones fitted for it are added."""
+
+    holdout: Holdout
+    fitted: dict[str, Any]
+
+
 def train_ranker(
     store: Store,
     settings: Settings,
@@ -179,25 +188,63 @@ def train_ranker(
     fitted: dict[str, Any],
     *,
     progress: Callable[[str], None] | None = None,
+    more_windows: list[LabelWindow] | None = None,
 ) -> tuple[RankerModel | None, dict[str, Any]]:
     """The ranker and its metrics; None with the reason in the metrics when the data is too
     small or the ranker does not beat the blend.
 
     ``fitted`` holds first-stage models already fitted on ``holdout.train`` (the gate's);
-    the ones fitted here are added to it, for the nightly fits to continue from."""
+    the ones fitted here are added to it, for the nightly fits to continue from.
+    ``more_windows`` are further holdouts of the same events (see ``label_windows``): each
+    gets its own first-stage fits, and the ranker learns from the lists of all of them."""
     config = settings.ranker
     started = time.perf_counter()
     if not config.enabled:
         return None, {"status": "disabled"}
+    rng = np.random.default_rng(config.seed)
+    lists: list[UserLists] = []
+    fit_seconds = 0.0
+    windows = [LabelWindow(holdout, fitted), *(more_windows or [])]
+    for number, window in enumerate(windows):
+        made = _window_lists(store, settings, window, items, reference_dwell, rng, progress)
+        if isinstance(made, str):
+            if number == 0:
+                return None, {"status": "skipped", "reason": made}
+            continue
+        lists.extend(made[0])
+        fit_seconds += made[1]
+    feature_seconds = time.perf_counter() - started - fit_seconds
+    model, metrics = _fit_and_gate(settings, lists, rng)
+    metrics.update(
+        labels="random" if holdout.randomly else "newest",
+        windows=len(windows),
+        users=len({user.user for user in lists}),
+        lists=len(lists),
+        first_stage_seconds=round(fit_seconds, 2),
+        feature_seconds=round(feature_seconds, 2),
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    return model, metrics
+
+
+def _window_lists(
+    store: Store,
+    settings: Settings,
+    window: LabelWindow,
+    items: pd.DataFrame,
+    reference_dwell: float,
+    rng: np.random.Generator,
+    progress: Callable[[str], None] | None,
+) -> tuple[list[UserLists], float] | str:
+    """The labelled users' lists of one window and the seconds its first-stage fits took;
+    the reason when it has too few labelled users."""
+    config = settings.ranker
+    started = time.perf_counter()
+    holdout = window.holdout
     labels = labelled_users(holdout)
     rows = labels["row"].unique()
     if len(rows) < config.min_users:
-        return None, {
-            "status": "skipped",
-            "reason": f"{len(rows)} users with new likes in the holdout, "
-            f"fewer than {config.min_users}",
-        }
-    rng = np.random.default_rng(config.seed)
+        return f"{len(rows)} users with new likes in the holdout, fewer than {config.min_users}"
     if len(rows) > config.max_users:
         rows = np.sort(rng.choice(rows, config.max_users, replace=False))
         labels = labels[labels["row"].isin(rows)]
@@ -205,13 +252,13 @@ def train_ranker(
     train = holdout.train
     catalogue_frame = catalogue_for(train, items)
     models = {
-        spec.name: fitted[spec.name]
-        if spec.name in fitted
+        spec.name: window.fitted[spec.name]
+        if spec.name in window.fitted
         else spec.create(settings).fit(train, catalogue_frame)
         for spec in registry.specs()
     }
-    # The nightly fits on every event continue from these where a model can (LightFM).
-    fitted.update(models)
+    # The nightly fits on every event continue from the first window's (LightFM).
+    window.fitted.update(models)
     popularity = PopularityModel().fit(train)
     user_ids = dict(zip(rows.tolist(), train.users.to_external(rows).tolist(), strict=True))
     fit_seconds = time.perf_counter() - started
@@ -242,16 +289,7 @@ def train_ranker(
                 index.close()
         finally:
             vectors.close()
-    feature_seconds = time.perf_counter() - started - fit_seconds
-    model, metrics = _fit_and_gate(settings, lists, rng)
-    metrics.update(
-        labels="random" if holdout.randomly else "newest",
-        users=len(lists),
-        first_stage_seconds=round(fit_seconds, 2),
-        feature_seconds=round(feature_seconds, 2),
-        seconds=round(time.perf_counter() - started, 2),
-    )
-    return model, metrics
+    return lists, fit_seconds
 
 
 def _training_state(
@@ -448,6 +486,14 @@ class TreeChoice:
     users: int
 
 
+def user_folds(lists: list[UserLists], folds: int, rng: np.random.Generator) -> list[int]:
+    """Each list's fold. Folds are of users, not of lists: a user labelled in two windows
+    is scored only by a fold that learned from neither of their lists."""
+    users = sorted({user.user for user in lists})
+    fold_by_user = dict(zip(users, (rng.permutation(len(users)) % folds).tolist(), strict=True))
+    return [fold_by_user[user.user] for user in lists]
+
+
 def choose_trees(
     params: dict[str, Any],
     lists: list[UserLists],
@@ -462,7 +508,7 @@ def choose_trees(
     rows, where almost every list is mostly relevant, and stopped after one tree)."""
     import lightgbm
 
-    fold_of = rng.permutation(len(lists)) % folds
+    fold_of = user_folds(lists, folds, rng)
     checkpoints = np.arange(TREE_STEP, max_trees + 1, TREE_STEP)
     if not len(checkpoints) or checkpoints[-1] != max_trees:
         checkpoints = np.append(checkpoints, max_trees)

@@ -430,6 +430,60 @@ def test_models_list_says_which_ranker_serves(
     assert ranks_with({}, "auto") == ""
 
 
+def test_folds_keep_each_users_lists_together() -> None:
+    from recsys.rank_training import UserLists, user_folds
+
+    def lists_of(user: str) -> UserLists:
+        return UserLists(user, np.zeros((1, 1)), np.zeros(1), np.zeros(1), relevant=1)
+
+    # 30 users, ten of them labelled in a second window too.
+    lists = [lists_of(f"u{i:02d}") for i in range(30)] + [lists_of(f"u{i:02d}") for i in range(10)]
+    folds = user_folds(lists, 5, np.random.default_rng(0))
+    fold_of_user: dict[str, set[int]] = {}
+    for user, fold in zip(lists, folds, strict=True):
+        fold_of_user.setdefault(user.user, set()).add(fold)
+    assert all(len(f) == 1 for f in fold_of_user.values())
+    # Users, not lists, are spread evenly: 6 users per fold.
+    per_fold = np.bincount([f.pop() for f in fold_of_user.values()], minlength=5)
+    np.testing.assert_array_equal(per_fold, np.full(5, 6))
+
+
+def test_random_holdouts_give_the_ranker_a_second_window(tmp_path: Path) -> None:
+    """Held back at random, with fewer labelled users than ``max_users``, the ranker learns
+    from two holdouts: most users are labelled in both, each window with its own fits."""
+    world = build_trained_world(tmp_path / "home", scale=0.2, gate_holdout="random")
+    try:
+        with world.store.read() as conn:
+            ranker = list_runs(conn)[0].metrics["ranker"]
+        assert ranker["labels"] == "random" and ranker["windows"] == 2
+        assert ranker["users"] < ranker["lists"] <= 2 * ranker["users"]
+        assert ranker["status"] in ("published", "refused")
+    finally:
+        world.store.dispose()
+
+
+def test_one_window_when_asked_or_when_the_holdout_is_the_newest_events(
+    trained_world: TrainedWorld, tmp_path: Path
+) -> None:
+    with trained_world.store.read() as conn:
+        newest = list_runs(conn)[0].metrics["ranker"]
+    assert newest["labels"] == "newest" and newest["windows"] == 1
+    assert newest["lists"] == newest["users"]
+    world = build_trained_world(
+        tmp_path / "home",
+        scale=0.2,
+        gate_holdout="random",
+        ranker=RankerConfig(label_windows=1),
+    )
+    try:
+        with world.store.read() as conn:
+            ranker = list_runs(conn)[0].metrics["ranker"]
+        assert ranker["labels"] == "random" and ranker["windows"] == 1
+        assert ranker["lists"] == ranker["users"]
+    finally:
+        world.store.dispose()
+
+
 def test_random_holdout_holds_a_share_of_each_user_among_their_events() -> None:
     from pipelines.train import held_back
 
