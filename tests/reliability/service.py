@@ -134,6 +134,19 @@ def child_pids(pid: int) -> list[int]:
     return sorted(children)
 
 
+def worker_pids(supervisor_pid: int) -> list[int]:
+    """A supervisor's worker processes (not multiprocessing's resource tracker), sorted."""
+    pids = []
+    for pid in child_pids(supervisor_pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            pids.append(pid)
+    return pids
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of a process, from ``/proc/<pid>/status``."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.service import REPO, child_pids, clean_env, free_port
+from tests.reliability.service import REPO, clean_env, free_port, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +36,7 @@ class Supervised:
         self.workers = self.wait_for_workers(workers, previous=set(), within=60)
 
     def worker_pids(self) -> set[int]:
-        pids = set()
-        for pid in child_pids(self.process.pid):
-            try:
-                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    pids.add(pid)
-            except OSError:
-                continue
-        return pids
+        return set(worker_pids(self.process.pid))
 
     def answering(self) -> set[int]:
         """The pids that answer a burst of fresh connections."""

@@ -29,29 +29,16 @@ from tests.reliability.service import (
     WRITE_KEY,
     Service,
     bearer,
-    child_pids,
     copy_home,
     start_service,
     stop_service,
+    worker_pids,
 )
 
 pytestmark = pytest.mark.slow
 
 # The promise: a write or an activation on one worker is served by every worker within this.
 PROPAGATION_SECONDS = 1.0
-
-
-def worker_pids(service: Service) -> list[int]:
-    """The supervisor's worker processes (not multiprocessing's resource tracker)."""
-    pids = []
-    for pid in child_pids(service.pid):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in cmdline:
-            pids.append(pid)
-    return pids
 
 
 def pinned_clients(service: Service, workers: int) -> dict[int, httpx.Client]:
@@ -110,7 +97,7 @@ def test_both_workers_answer_from_replicas_of_the_live_version(
 ) -> None:
     service, home = two_workers
     clients = pinned_clients(service, 2)
-    assert sorted(clients) == worker_pids(service)
+    assert sorted(clients) == worker_pids(service.pid)
     live = (home / "vectors" / "CURRENT").read_text().strip()
     for client in clients.values():
         ready = client.get("/readyz").json()
@@ -181,7 +168,7 @@ def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(
     two_workers: tuple[Service, Path],
 ) -> None:
     service, home = two_workers
-    before = worker_pids(service)
+    before = worker_pids(service.pid)
     assert len(before) == 2
     victim, survivor = before
 
@@ -216,7 +203,7 @@ def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(
             break
     assert victim not in answered
     replacement = answered - {victim, survivor}
-    assert len(replacement) == 1 and sorted(worker_pids(service)) == sorted(
+    assert len(replacement) == 1 and sorted(worker_pids(service.pid)) == sorted(
         replacement | {survivor}
     )
     # The dead worker's replica was removed by the one that replaced it.
@@ -229,7 +216,7 @@ def test_sigterm_stops_every_process_and_leaves_no_replica(
 ) -> None:
     home = copy_home(world_template, tmp_path / "home")
     service = start_service(home, tmp_path / "run", workers=2)
-    workers = worker_pids(service)
+    workers = worker_pids(service.pid)
     assert len(workers) == 2
     assert len(list((home / "vectors" / ".replicas").iterdir())) == 2
     service.process.send_signal(signal.SIGTERM)
