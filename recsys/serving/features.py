@@ -11,9 +11,11 @@ the user's likes, skips, categories and tags, the models' affinity scores) and `
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -62,23 +64,35 @@ def _fold_in_sources() -> set[str]:
     return {s.source for s in registry.served() if s.folds_in_user and s.source}
 
 
+_ITEM_ID, _SCORE = attrgetter("item_id"), attrgetter("score")
+
+
 @dataclass
 class Candidates:
     """The union of every list's items (first seen first), not yet served."""
 
     ids: list[str]
     rows: np.ndarray
+    # Per list (in the order given), each hit's position in ``ids``; -1: already served.
+    places: list[np.ndarray]
 
 
 def union(
     request: FeedRequest, lists: list[CandidateList], served: set[bytes]
 ) -> Candidates | None:
-    ids = list(dict.fromkeys(h.item_id for c in lists for h in c.hits))
+    ids = list(dict.fromkeys(itertools.chain.from_iterable(map(_ITEM_ID, c.hits) for c in lists)))
     if served:
         ids = [i for i in ids if item_hash(i) not in served]
     if not ids:
         return None
-    return Candidates(ids, request.state.catalogue.rows(ids))
+    slot = {item_id: k for k, item_id in enumerate(ids)}
+    places = [
+        np.fromiter(
+            map(slot.get, map(_ITEM_ID, c.hits), itertools.repeat(-1)), np.int64, len(c.hits)
+        )
+        for c in lists
+    ]
+    return Candidates(ids, request.state.catalogue.rows(ids), places)
 
 
 def candidate_features(
@@ -92,16 +106,22 @@ def candidate_features(
     this ranker knows and the registry no longer gives)."""
     ids, rows = candidates.ids, candidates.rows
     n = len(ids)
-    slot = {item_id: k for k, item_id in enumerate(ids)}
-    columns: dict[str, np.ndarray] = {}
+    # One row per feature, so that each is contiguous while it is written; transposed once
+    # at the end. A feature the ranker does not know is written to a scratch column.
+    position = {name: j for j, name in enumerate(names)}
+    table = np.full((len(names), n), np.nan)
+    scratch: dict[str, np.ndarray] = {}
 
     def column(name: str) -> np.ndarray:
         """The named column, all missing until written."""
-        if name not in columns:
-            columns[name] = np.full(n, np.nan)
-        return columns[name]
+        j = position.get(name)
+        if j is not None:
+            return table[j]
+        if name not in scratch:
+            scratch[name] = np.full(n, np.nan)
+        return scratch[name]
 
-    for candidates_list in lists:
+    for candidates_list, at in zip(lists, candidates.places, strict=True):
         source = candidates_list.source
         is_recent = candidates_list.name == RECENT_LIST and source in _fold_in_sources()
         # A score is comparable within one kind of list only: the recent likes' list has
@@ -118,10 +138,9 @@ def candidate_features(
         hits = candidates_list.hits
         if not hits:
             continue
-        scores = np.fromiter((hit.score for hit in hits), dtype=np.float64, count=len(hits))
+        scores = np.fromiter(map(_SCORE, hits), dtype=np.float64, count=len(hits))
         top = float(np.abs(scores).max())
         scale = 1.0 / top if top > 1e-12 else 0.0
-        at = np.fromiter((slot.get(hit.item_id, -1) for hit in hits), np.int64, len(hits))
         found = np.flatnonzero(at >= 0)
         # The best rank and score an item has in the list (fmin/fmax pass over NaN).
         np.fmin.at(rank_column, at[found], found.astype(np.float64))
@@ -151,9 +170,9 @@ def candidate_features(
     popularity[known] = catalogue.popularity[rows[known]] / total if total > 0 else 0.0
     described = activity.describe(rows, request.moment)
     for j, days in enumerate(WINDOWS_DAYS):
-        columns[f"events_{days}d"] = described[:, j]
+        column(f"events_{days}d")[:] = described[:, j]
     age = (request.moment - birth_times(catalogue, rows, described[:, -1])) / DAY
-    columns["age_days"] = age
+    column("age_days")[:] = age
     # How the item's age compares with the ages of what the user liked lately: some
     # people watch what is new, others the classics (log days, against the median).
     liked = recent_liked_rows(request)
@@ -162,11 +181,11 @@ def candidate_features(
         liked_age = np.log1p(np.maximum((request.moment - liked_born) / DAY, 0.0))
         if np.isfinite(liked_age).any():
             usual = float(np.nanmedian(liked_age))
-            columns["age_to_likes"] = np.log1p(np.maximum(age, 0.0)) - usual
-    columns["history_length"] = np.full(n, float(len(request.history)))
-    columns["liked_items"] = np.full(n, float(len(request.positives)))
+            column("age_to_likes")[:] = np.log1p(np.maximum(age, 0.0)) - usual
+    column("history_length")[:] = float(len(request.history))
+    column("liked_items")[:] = float(len(request.positives))
     _taste(request, rows, known, column)
-    return np.column_stack([columns.get(name, np.full(n, np.nan)) for name in names])
+    return np.ascontiguousarray(table.T)
 
 
 def recent_liked_rows(request: FeedRequest) -> np.ndarray:
@@ -204,14 +223,20 @@ def _taste(
         get("category_affinity")[known] = (share / len(liked))[known]
         liked_tags = Counter(tag for row in liked.tolist() for tag in catalogue.tags[row])
         if liked_tags:
-            affinity = np.array(
-                [
-                    sum(liked_tags.get(t, 0) for t in catalogue.tags[r]) / len(catalogue.tags[r])
-                    if r >= 0 and catalogue.tags[r]
-                    else 0.0
-                    for r in rows.tolist()
-                ]
+            # Per candidate, the mean over its tags of how many recent likes carry each:
+            # every candidate's tags in one flat run, summed per candidate by bincount.
+            tags = catalogue.tags
+            tag_lists = [tags[r] if r >= 0 else [] for r in rows.tolist()]
+            lengths = np.fromiter(map(len, tag_lists), np.int64, len(tag_lists))
+            counts = np.fromiter(
+                map(liked_tags.get, itertools.chain.from_iterable(tag_lists), itertools.repeat(0)),
+                np.float64,
+                int(lengths.sum()),
             )
+            sums = np.bincount(
+                np.repeat(np.arange(len(rows)), lengths), weights=counts, minlength=len(rows)
+            )
+            affinity = np.divide(sums, lengths, out=np.zeros(len(rows)), where=lengths > 0)
             get("tag_affinity")[known] = (affinity / len(liked))[known]
     rejected = ((history.types == "skip") | (history.types == "dislike")) & (history.rows >= 0)
     skipped = history.rows[np.flatnonzero(rejected)[:TASTE_NEGATIVES]]

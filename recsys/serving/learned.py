@@ -42,12 +42,9 @@ class LearnedRanker(Ranker):
         scores = (raw - low) * scale if scale else np.ones_like(raw)
         sources = registry.feed_sources()
         # Which sources proposed each candidate: the page lists them as its sources.
-        slot = {item_id: k for k, item_id in enumerate(candidates.ids)}
         present = np.zeros((len(candidates.ids), len(sources)), dtype=bool)
-        for candidate_list in lists:
-            j = sources.index(candidate_list.source)
-            proposed = [slot[h.item_id] for h in candidate_list.hits if h.item_id in slot]
-            present[proposed, j] = True
+        for candidate_list, at in zip(lists, candidates.places, strict=True):
+            present[at[at >= 0], sources.index(candidate_list.source)] = True
 
         def explain(positions: list[int]) -> list[dict[str, float]]:
             if not positions:
