@@ -128,49 +128,71 @@ def positives_frame(data: InteractionData) -> pd.DataFrame:
     )
 
 
-def gate_metrics(
-    builder: InteractionBuilder, settings: Settings, seed: int = 0
-) -> tuple[dict[str, Any], EmbeddingModel[Any] | None, Holdout | None]:
-    """NDCG@10 of the gated model (ALS) and of popularity on each user's newest events,
-    trained on the rest.
+@dataclass
+class GateSplit:
+    """A holdout drawn for the gate (and the ranker's labels), and its targets: per (user
+    row, item column), the held-back positive weight of items the user had not consumed."""
 
-    The holdout is per user (each user's newest ``gate_holdout_fraction`` of events), so
-    the gate measures what the feed does: predict a user's next items from their past
-    (``gate_holdout = "random"``, or events without time: a random share of them).
-    Also returns the gated model fitted on the rest (same id maps as ``builder.build()``),
-    which the full fit continues from, and the split itself (the learned ranker's labels);
-    None when the gate was skipped.
-    """
+    holdout: Holdout
+    targets: pd.DataFrame
+
+
+def gate_split(builder: InteractionBuilder, settings: Settings, seed: int = 0) -> GateSplit | str:
+    """Hold back each user's newest ``gate_holdout_fraction`` of events (a random share of
+    them with ``gate_holdout = "random"``, or for events without time); a string says why
+    there is no holdout to learn from."""
     rows, cols, vals, times = builder.triples()
     ignored = builder.ignored_mask()
     if int((~ignored).sum()) < 100:
-        return {"skipped": "too few events for a holdout"}, None, None
+        return "too few events for a holdout"
     # Events without time (all logged at one moment) have no newest to hold out.
     randomly = settings.gate_holdout == "random" or bool(np.ptp(times[~ignored]) == 0)
     held = held_back(
         rows, times, ignored, settings.gate_holdout_fraction, randomly=randomly, seed=seed
     )
     if not held.any() or held.all():
-        return {"skipped": "no user has enough events for a holdout"}, None, None
+        return "no user has enough events for a holdout"
     train = builder.build(keep=known_before_holdout(rows, times, held, ignored))
     # What each user acted on before the holdout: never recommended again, so never a hit.
     # An ignored impression is a weak negative in training, not a consumed item.
     consumed = builder.build(keep=~held & ~ignored).matrix if ignored.any() else train.matrix
-    test = (
+    targets = (
         pd.DataFrame({"row": rows[held], "col": cols[held], WEIGHT: vals[held]})
         .groupby(["row", "col"], as_index=False)[WEIGHT]
         .sum()
     )
-    test = test[test[WEIGHT] > 0]
-    if test.empty:
-        # Every held-out event is negative (say, everyone's latest event is a skip).
-        return {"skipped": "the holdout has no new positive interaction"}, None, None
+    targets = targets[targets[WEIGHT] > 0]
     # A pair already in train cannot be recommended again, so it cannot count as a hit.
-    in_train = np.asarray(consumed[test["row"].to_numpy(), test["col"].to_numpy()]).ravel() != 0
-    test = test[~in_train]
+    if len(targets):
+        pairs = consumed[targets["row"].to_numpy(), targets["col"].to_numpy()]
+        targets = targets[np.asarray(pairs).ravel() == 0]
+    if targets.empty:
+        # Every held-out event is negative (say, everyone's latest event is a skip), or
+        # every positive one was consumed before.
+        return "the holdout has no new positive interaction"
+    holdout = Holdout(rows, cols, vals, times, held, train, ignored, consumed, randomly=randomly)
+    return GateSplit(holdout, targets)
+
+
+def gate_metrics(
+    builder: InteractionBuilder, settings: Settings, seed: int = 0
+) -> tuple[dict[str, Any], EmbeddingModel[Any] | None, Holdout | None]:
+    """NDCG@10 of the gated model (ALS) and of popularity on each user's newest events,
+    trained on the rest.
+
+    The holdout is per user (``gate_split``), so the gate measures what the feed does:
+    predict a user's next items from their past. Also returns the gated model fitted on
+    the rest (same id maps as ``builder.build()``), which the full fit continues from, and
+    the holdout itself (the learned ranker's labels); None when the gate was skipped.
+    """
+    split = gate_split(builder, settings, seed)
+    if isinstance(split, str):
+        return {"skipped": split}, None, None
+    holdout, test = split.holdout, split.targets
+    train, consumed = holdout.train, holdout.consumed
+    if consumed is None:
+        consumed = train.matrix
     user_rows = test["row"].unique()
-    if len(user_rows) == 0:
-        return {"skipped": "the holdout has no new positive interaction"}, None, None
     if len(user_rows) > GATE_MAX_USERS:
         user_rows = np.random.default_rng(seed).choice(user_rows, GATE_MAX_USERS, replace=False)
         test = test[test["row"].isin(user_rows)]
@@ -198,11 +220,7 @@ def gate_metrics(
             "ndcg@10": report["metrics"][f"ndcg@{GATE_K}"],
             "n_users": report["n_users"],
         }
-    return (
-        results,
-        model,
-        Holdout(rows, cols, vals, times, held, train, ignored, consumed, randomly=randomly),
-    )
+    return results, model, holdout
 
 
 def more_label_windows(
@@ -217,10 +235,12 @@ def more_label_windows(
     if labelled_users(holdout)["row"].nunique() >= config.max_users:
         return []
     windows = []
+    spec = registry.gated()
     for seed in range(1, config.label_windows):
-        _, model, window = gate_metrics(builder, settings, seed=seed)
-        if model is not None and window is not None:
-            windows.append(LabelWindow(window, {registry.gated().name: model}))
+        split = gate_split(builder, settings, seed=seed)
+        if isinstance(split, GateSplit):
+            model = spec.create(settings).fit(split.holdout.train)
+            windows.append(LabelWindow(split.holdout, {spec.name: model}))
     return windows
 
 
