@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.datasets import events_frame, items_frame
-from recsys.columns import USER_ID
+from recsys.columns import ITEM_ID, USER_ID
 
 __all__ = [
     "BLOCK_USERS",
@@ -589,6 +589,24 @@ class DemoWorld:
         out.loc[known, "liked"] = liked
         out.loc[known, "disliked"] = disliked
         return out
+
+    def hidden_likes(self, touched: pd.DataFrame, seed: int) -> pd.DataFrame:
+        """Per user, the catalogue items without an event of theirs (``touched``: the
+        ``user_id``, ``item_id`` pairs with one) that they like by the planted tastes: one
+        draw of ``react`` over every (user, item) pair with ``seed``. What a feed for this
+        world should find; columns ``user_id``, ``item_id``."""
+        users = self.users[USER_ID].to_numpy()
+        items = self.items[ITEM_ID].to_numpy()
+        pairs = pd.DataFrame(
+            {USER_ID: np.repeat(users, len(items)), ITEM_ID: np.tile(items, len(users))}
+        )
+        reactions = self.react(
+            pairs[USER_ID].tolist(), pairs[ITEM_ID].tolist(), np.random.default_rng(seed)
+        )
+        liked = pairs[reactions["liked"].to_numpy()]
+        seen = pd.MultiIndex.from_frame(touched[[USER_ID, ITEM_ID]].astype(str))
+        fresh = ~pd.MultiIndex.from_frame(liked).isin(seen)
+        return liked[fresh].reset_index(drop=True)
 
     # -- generation ----------------------------------------------------------------------
 

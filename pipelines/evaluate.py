@@ -41,8 +41,8 @@ from recsys.signals import event_weights
 
 log = logging.getLogger("recsys.evaluate")
 
-Protocol = Literal["temporal", "stratified", "cold_items"]
-PROTOCOLS: tuple[str, ...] = ("temporal", "stratified", "cold_items")
+Protocol = Literal["temporal", "stratified", "cold_items", "planted"]
+PROTOCOLS: tuple[str, ...] = ("temporal", "stratified", "cold_items", "planted")
 DEFAULT_K = (5, 10, 20)
 RELEVANCE = "relevance"
 # The small, documented --tune grid (validation split only). implicit does not scale its
@@ -64,6 +64,9 @@ class EvaluationData:
     events: pd.DataFrame  # user_id, item_id, type, timestamp, value, weight, relevance
     items: pd.DataFrame
     raw_events: pd.DataFrame  # canonical event rows, for the production feed's store
+    # The likes a synthetic world planted and its events do not show (user_id, item_id):
+    # the ``planted`` protocol's test set. None for logged data.
+    planted: pd.DataFrame | None = None
 
 
 @dataclass
@@ -127,7 +130,27 @@ def make_protocol_split(data: EvaluationData, protocol: str, seed: int) -> Split
         return stratified_split(data.events, 0.75, seed=seed)
     if protocol == "cold_items":
         return cold_item_split(data.events, 0.2, seed=seed)
+    if protocol == "planted":
+        return planted_split(data)
     raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+
+
+def planted_split(data: EvaluationData) -> Split:
+    """Every logged event trains; the test set is what the world's planted tastes say each
+    user likes among the items they have no event on. Nothing is held out, so every model
+    learns from all there is, and the truth is known rather than sampled from the logs."""
+    if data.planted is None:
+        raise ValueError(
+            "the planted protocol needs a world with planted tastes: use --dataset demo"
+        )
+    test = (
+        data.planted[[USER_ID, ITEM_ID]]
+        .astype(str)
+        .assign(
+            **{RELEVANCE: 1.0, WEIGHT: 1.0, TIMESTAMP: float(data.events[TIMESTAMP].max()) + 1.0}
+        )
+    )
+    return Split(data.events, test, "planted", {"n_planted_likes": len(test)})
 
 
 def relevance_rule(protocol: str) -> float | None:
@@ -278,6 +301,8 @@ def evaluate(
         settings = settings.model_copy(update={"gate_holdout": "random"})
     k_max = max(k_values)
     split = make_protocol_split(data, protocol, seed)
+    if protocol == "planted" and (validation or tune):
+        raise ValueError("the planted protocol trains on every event: nothing to validate on")
     if validation:
         # The same protocol again inside the train part: the test part is never read.
         split = validation_split(split)

@@ -79,18 +79,7 @@ def ground_truth(store: Store, world: DemoWorld, seed: int) -> pd.DataFrame:
     world's planted tastes (one fixed draw): the test set both versions are scored on."""
     with store.read() as conn:
         touched = pd.concat(list(iter_events(conn, columns=(USER_ID, ITEM_ID))))
-    users = world.users[USER_ID].to_numpy()
-    items = world.items[ITEM_ID].to_numpy()
-    pairs = pd.DataFrame(
-        {USER_ID: np.repeat(users, len(items)), ITEM_ID: np.tile(items, len(users))}
-    )
-    reactions = world.react(
-        pairs[USER_ID].tolist(), pairs[ITEM_ID].tolist(), np.random.default_rng(seed)
-    )
-    liked = pairs[reactions["liked"].to_numpy()]
-    seen = pd.MultiIndex.from_frame(touched[[USER_ID, ITEM_ID]].astype(str))
-    fresh = ~pd.MultiIndex.from_frame(liked).isin(seen)
-    return liked[fresh].assign(weight=1.0).reset_index(drop=True)
+    return world.hidden_likes(touched, seed).assign(weight=1.0)
 
 
 def feed_ndcg(store: Store, settings: Settings, truth: pd.DataFrame, users: list[str]) -> float:

@@ -566,12 +566,22 @@ def similar(
 @app.command()
 def evaluate(
     dataset: Annotated[
-        str, typer.Option(help="store (the store's own data), movielens or lastfm")
+        str,
+        typer.Option(
+            help="store (the store's own data), movielens, lastfm, or demo (the demo world "
+            "of --seed and --scale, generated in memory)"
+        ),
     ] = "store",
     path: Annotated[
         Path | None, typer.Option(help="Dataset directory for movielens/lastfm.")
     ] = None,
-    protocol: Annotated[str, typer.Option(help="temporal, stratified or cold_items")] = "temporal",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="temporal, stratified, cold_items, or planted (--dataset demo: every event "
+            "trains; scored on the likes the world planted and its events do not show)"
+        ),
+    ] = "temporal",
     k: Annotated[list[int] | None, typer.Option("--k", help="Cut-offs (repeatable).")] = None,
     tune: Annotated[
         bool, typer.Option("--tune", help="Grid-search ALS on a validation split first.")
@@ -588,6 +598,9 @@ def evaluate(
         ),
     ] = False,
     seed: int = 42,
+    scale: Annotated[
+        float, typer.Option(help="The demo world's size with --dataset demo (1: 100k events).")
+    ] = 1.0,
     out: Annotated[
         Path | None,
         typer.Option(help="Reports directory (default: RECSYS_REPORTS_DIR, ./reports)."),
@@ -612,7 +625,13 @@ def evaluate(
 
     if protocol not in PROTOCOLS:
         raise _fail(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if protocol == "planted" and (validation or tune):
+        raise _fail(
+            "--protocol planted trains on every event: there is no train part to carve a "
+            "validation split from (drop --validation and --tune)"
+        )
     settings = get_settings()
+    planted = None
     if dataset == "store":
         items, events = load_store_data(settings)
         name = "store"
@@ -626,8 +645,20 @@ def evaluate(
         except FileNotFoundError as exc:
             raise _fail(str(exc)) from exc
         name = path.name
+    elif dataset == "demo":
+        from pipelines.demo_world import generate_world
+
+        if not scale > 0:
+            raise _fail("--scale must be positive")
+        world = generate_world(seed=seed, scale=scale)
+        items, events = world.items, world.events()
+        name = f"demo-seed{seed}-scale{scale:g}"
+        if protocol == "planted":
+            planted = world.hidden_likes(events, seed)
     else:
-        raise _fail("--dataset must be store, movielens or lastfm")
+        raise _fail("--dataset must be store, movielens, lastfm or demo")
+    if protocol == "planted" and planted is None:
+        raise _fail("--protocol planted needs a world with planted tastes: use --dataset demo")
     if protocol == "temporal" and events["timestamp"].nunique() <= 1:
         # Last.fm's play counts carry no time: a "temporal" holdout would be file order.
         raise _fail(
@@ -635,6 +666,7 @@ def evaluate(
             "follow file order; use --protocol stratified"
         )
     data = prepare(name, items, events, settings)
+    data.planted = planted
     result = run_evaluation(
         data,
         settings,

@@ -94,6 +94,64 @@ def test_cold_item_protocol_reports_every_model_and_the_feed(tmp_path: Path) -> 
     assert models["feed"]["metrics"]["ndcg@10"] > 0
 
 
+def test_planted_split_trains_on_every_event_and_scores_untouched_planted_likes(
+    tmp_path: Path,
+) -> None:
+    """The planted protocol's test set is the world's planted likes on items the user has
+    no event on: nothing logged is held out, nothing logged is scored."""
+    import pandas as pd
+
+    from pipelines.demo_world import generate_world
+    from pipelines.evaluate import make_protocol_split
+
+    world = generate_world(seed=7, scale=0.1)
+    events = world.events()
+    settings = Settings(home=tmp_path / "home", _env_file=None)  # type: ignore[call-arg]
+    data = prepare("demo", world.items, events, settings)
+    with pytest.raises(ValueError, match="planted tastes"):
+        make_protocol_split(data, "planted", 42)
+
+    data.planted = world.hidden_likes(events, seed=42)
+    split = make_protocol_split(data, "planted", 42)
+    assert len(split.train) == len(events)
+    touched = pd.MultiIndex.from_frame(events[["user_id", "item_id"]].astype(str))
+    scored = pd.MultiIndex.from_frame(split.test[["user_id", "item_id"]])
+    assert len(split.test) > world.n_users  # more than one planted like per user
+    assert not scored.isin(touched).any()
+    assert set(split.test["item_id"]) <= set(world.items["item_id"])
+    # Planted tastes, not chance: most users' hidden likes lean to their favourite topic.
+    topic = world.items.set_index("item_id")["category"]
+    favourite = world.users.set_index("user_id")["top_topic"]
+    leaning = (
+        split.test.assign(topic=topic.reindex(split.test["item_id"]).to_numpy())
+        .groupby("user_id")["topic"]
+        .agg(lambda t: t.value_counts().index[0])
+    )
+    assert (leaning == favourite.reindex(leaning.index)).mean() > 0.5
+    # The same seed draws the same truth.
+    assert world.hidden_likes(events, seed=42).equals(data.planted)
+
+
+@pytest.mark.slow
+def test_planted_protocol_reports_every_model_and_the_feed(tmp_path: Path) -> None:
+    from pipelines.demo_world import generate_world
+
+    world = generate_world(seed=8, scale=0.2)
+    events = world.events()
+    settings = Settings(home=tmp_path / "home", _env_file=None)  # type: ignore[call-arg]
+    data = prepare("demo", world.items, events, settings)
+    data.planted = world.hidden_likes(events, seed=8)
+    with pytest.raises(ValueError, match="nothing to validate on"):
+        evaluate(data, settings, protocol="planted", validation=True, out_dir=tmp_path / "v")
+    result = evaluate(data, settings, protocol="planted", k_values=[10], out_dir=tmp_path / "r")
+    models = result.document["models"]
+    assert {"popularity", "als", "hybrid", "content", "item2item", "feed"} <= set(models)
+    assert result.document["protocol"]["n_train"] == len(events)
+    ndcg = {name: model["metrics"]["ndcg@10"] for name, model in models.items()}
+    # Tastes learned from the logs find planted likes that popularity alone does not.
+    assert ndcg["als"] > ndcg["popularity"] and ndcg["feed"] > ndcg["popularity"]
+
+
 def test_validation_scores_a_split_of_the_train_part_and_never_reads_test(
     tmp_path: Path,
 ) -> None:
@@ -195,6 +253,21 @@ def test_the_cli_runs_as_a_module() -> None:
         [sys.executable, "-m", "recsys.cli", "--help"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and "train" in done.stdout
+
+
+def test_cli_refuses_planted_without_a_world_or_with_validation(
+    cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    result = cli("evaluate", "--dataset", "demo", "--protocol", "planted", "--validation")
+    assert result.exit_code == 1 and "no train part" in result.output
+    result = cli("evaluate", "--dataset", "demo", "--scale", "0", "--protocol", "planted")
+    assert result.exit_code == 1 and "--scale must be positive" in result.output
+    events = tmp_path / "plays.csv"
+    rows = [f"u{u},i{(u * 7 + k) % 40},play,{1304208000 + k}" for u in range(30) for k in range(8)]
+    events.write_text("user_id,item_id,type,timestamp\n" + "\n".join(rows) + "\n")
+    assert cli("import", "events", str(events)).exit_code == 0
+    result = cli("evaluate", "--protocol", "planted")
+    assert result.exit_code == 1 and "use --dataset demo" in result.output
 
 
 def test_cli_refuses_a_temporal_split_of_timeless_events(
