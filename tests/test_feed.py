@@ -316,20 +316,54 @@ def test_cold_user_gets_popular_fresh_and_varied_page(
     assert {"popular", "fresh"} <= sources
 
 
-def test_page_is_not_one_category_unless_the_user_likes_only_one(
+def test_page_keeps_the_proportions_of_the_users_likes(
     recommender: Recommender, trained_world: TrainedWorld
 ) -> None:
+    """A category fills at most half the page, or its share of the user's likes if that
+    is more: a page is one category only for a user who likes one only."""
     topics = categories_of(trained_world)
     mostly = topic_items(trained_world, "football", 6) + topic_items(trained_world, "jazz", 1)
     send(recommender, "mostly-football", mostly, "like")
     page = recommender.feed("mostly-football", limit=20)
     counts = Counter(topics.get(i.item_id) for i in page.items)
-    assert counts["football"] <= 10 and len(counts) >= 2, counts
+    # 6 likes of 7: up to 18 of 20 places, never all of them.
+    assert 10 < counts["football"] <= 18 and len(counts) >= 2, counts
+    varied = (
+        topic_items(trained_world, "football", 3)
+        + topic_items(trained_world, "jazz", 3)
+        + topic_items(trained_world, "cooking", 1)
+    )
+    send(recommender, "varied-taste", varied, "like")
+    counts = Counter(
+        topics.get(i.item_id) for i in recommender.feed("varied-taste", limit=20).items
+    )
+    assert max(counts.values()) <= 10 and len(counts) >= 3, counts
     send(recommender, "only-football", topic_items(trained_world, "football", 7), "like")
     single = Counter(
         topics.get(i.item_id) for i in recommender.feed("only-football", limit=20).items
     )
     assert single["football"] > 10, single
+
+
+def test_category_caps_follow_the_shares_of_the_users_likes() -> None:
+    from recsys.config import FeedConfig
+    from recsys.serving.page import category_caps, diversify
+
+    config = FeedConfig(max_category_share=0.5, mmr_lambda=1.0)
+    assert category_caps(config, ["a"] * 9 + ["b"], 10) == (5, {"a": 9})
+    assert category_caps(config, ["a", "b"] * 5, 10) == (5, {})
+    assert category_caps(config, ["a"] * 4, 20) == (10, {"a": 20})
+    assert category_caps(config, [None, None, "a"], 10) == (5, {"a": 10})
+    assert category_caps(config, [], 10) == (5, {})
+    assert category_caps(config, ["a"] * 2 + ["b"], 1)[0] == 2  # never under two places
+    # The scores prefer every "a" item; the caps decide how many make the page.
+    categories = ["a"] * 12 + ["b"] * 6 + ["c"] * 6
+    scores = np.linspace(1.0, 0.0, len(categories))
+    vectors = np.eye(len(categories), 4, dtype=np.float32)
+    for liked, expected_a in ((["a"] * 7 + ["b"] * 3, 7), (["a", "b", "c"], 5)):
+        chosen = diversify(config, scores, vectors, categories, 10, liked_categories=liked)
+        assert len(chosen) == 10 and len(set(chosen)) == 10
+        assert sum(categories[i] == "a" for i in chosen) == expected_a, liked
 
 
 def test_category_filter_is_applied(recommender: Recommender, trained_world: TrainedWorld) -> None:

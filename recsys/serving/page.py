@@ -4,6 +4,7 @@ per-category cap for variety, and a reason for every pick."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,9 @@ from recsys.serving.history import History
 from recsys.serving.ranking import Ranked, normalise
 from recsys.serving.sources import FeedRequest
 from recsys.serving.types import FeedItem
+
+# The user's latest likes whose categories set the page's category caps.
+CALIBRATION_LIKES = 50
 
 
 def fatigue(
@@ -38,6 +42,29 @@ def fatigue(
     return penalty
 
 
+def category_caps(
+    config: FeedConfig, liked_categories: Sequence[Any], limit: int
+) -> tuple[int, dict[Any, int]]:
+    """Places per category on a page of ``limit``: ``max_category_share`` of it (at least
+    two), or as large a share as the category has of the user's likes, whichever is more.
+
+    The page keeps the proportions of the user's taste (calibrated recommendations): one
+    whose likes are nine parts football to one part jazz gets a page of about that, one
+    who likes only football a page of football, and one with varied taste a varied page.
+    A flat cap of half the page cost 15 % of NDCG@10 on a world of users with a favourite
+    topic (`recsys evaluate --dataset demo --protocol planted`: 0.1264 against 0.1491
+    uncapped). Returns the default cap and the larger caps by category."""
+    base = max(2, math.ceil(limit * config.max_category_share))
+    counts = Counter(c for c in liked_categories if c is not None)
+    total = sum(counts.values())
+    caps = {
+        category: math.ceil(limit * count / total - 1e-9)
+        for category, count in counts.items()
+        if math.ceil(limit * count / total - 1e-9) > base
+    }
+    return base, caps
+
+
 def diversify(
     config: FeedConfig,
     scores: np.ndarray,
@@ -45,11 +72,12 @@ def diversify(
     categories: Sequence[Any],
     limit: int,
     *,
-    one_category: bool,
+    liked_categories: Sequence[Any],
 ) -> list[int]:
-    """MMR over content vectors, with a per-category cap unless the user likes one only."""
+    """MMR over content vectors, with a per-category cap (``category_caps``) from the
+    categories of the user's likes."""
     lam = config.mmr_lambda
-    cap = limit if one_category else max(2, math.ceil(limit * config.max_category_share))
+    cap, larger_caps = category_caps(config, liked_categories, limit)
     # The whole candidate set (a few hundred items) is the pool, so the category cap can
     # reach past a run of same-category items at the top.
     order = np.argsort(-scores, kind="stable")
@@ -64,7 +92,7 @@ def diversify(
         best = int(np.argmax(mmr))
         available[best] = False
         category = categories[order[best]]
-        if category is not None and per_category.get(category, 0) >= cap:
+        if category is not None and per_category.get(category, 0) >= larger_caps.get(category, cap):
             continue
         per_category[category] = per_category.get(category, 0) + 1
         chosen.append(int(order[best]))
@@ -154,9 +182,10 @@ def build_page(request: FeedRequest, ranked: Ranked, limit: int) -> list[FeedIte
         scores = scores - penalty
 
     categories = np.where(rows >= 0, catalogue.categories[np.maximum(rows, 0)], None)
-    liked_categories = set(catalogue.categories[request.positive_rows].tolist())
+    # The proportions of the user's latest likes (a taste drifts; the oldest say less).
+    liked_categories = catalogue.categories[request.positive_rows[:CALIBRATION_LIKES]].tolist()
     chosen = diversify(
-        config, scores, vectors, categories, limit, one_category=len(liked_categories) == 1
+        config, scores, vectors, categories, limit, liked_categories=liked_categories
     )
     if config.new_item_slots > 0:
         # New items are ordered by their likeness to what the user liked, not by a ranker
