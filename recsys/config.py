@@ -133,7 +133,8 @@ class FeedConfig(BaseModel):
     # 0.95 on the validation split above: 0.75 cost 2 % of NDCG@10 (0.142 against 0.145)
     # for little variety that the category cap does not already give; 0.95 costs nothing.
     mmr_lambda: float = 0.95
-    # No category may fill more than this share of a page, unless the user likes only one.
+    # No category may fill more than this share of a page, or than its share of the user's
+    # latest likes if that is more (recsys.serving.page.category_caps).
     max_category_share: float = 0.5
     # Feedback fatigue: candidates similar to recent skips lose up to this much score,
     # fading with the skip's age.
