@@ -80,17 +80,16 @@ class Candidates:
 def union(
     request: FeedRequest, lists: list[CandidateList], served: set[bytes]
 ) -> Candidates | None:
-    ids = list(dict.fromkeys(itertools.chain.from_iterable(map(_ITEM_ID, c.hits) for c in lists)))
+    hit_ids = [list(map(_ITEM_ID, c.hits)) for c in lists]
+    ids = list(dict.fromkeys(itertools.chain.from_iterable(hit_ids)))
     if served:
         ids = [i for i in ids if item_hash(i) not in served]
     if not ids:
         return None
     slot = {item_id: k for k, item_id in enumerate(ids)}
     places = [
-        np.fromiter(
-            map(slot.get, map(_ITEM_ID, c.hits), itertools.repeat(-1)), np.int64, len(c.hits)
-        )
-        for c in lists
+        np.fromiter(map(slot.get, listed, itertools.repeat(-1)), np.int64, len(listed))
+        for listed in hit_ids
     ]
     return Candidates(ids, request.state.catalogue.rows(ids), places)
 
@@ -104,8 +103,8 @@ def candidate_features(
 ) -> np.ndarray:
     """One row per candidate, one column per name in ``names`` (NaN: missing, or a feature
     this ranker knows and the registry no longer gives)."""
-    ids, rows = candidates.ids, candidates.rows
-    n = len(ids)
+    rows = candidates.rows
+    n = len(candidates.ids)
     # One row per feature, so that each is contiguous while it is written; transposed once
     # at the end. A feature the ranker does not know is written to a scratch column.
     position = {name: j for j, name in enumerate(names)}

@@ -57,12 +57,9 @@ def category_caps(
     base = max(2, math.ceil(limit * config.max_category_share))
     counts = Counter(c for c in liked_categories if c is not None)
     total = sum(counts.values())
-    caps = {
-        category: math.ceil(limit * count / total - 1e-9)
-        for category, count in counts.items()
-        if math.ceil(limit * count / total - 1e-9) > base
-    }
-    return base, caps
+    # The small epsilon keeps an exact share (say 5 of 10) from rounding up past it.
+    shares = {c: math.ceil(limit * count / total - 1e-9) for c, count in counts.items()}
+    return base, {category: cap for category, cap in shares.items() if cap > base}
 
 
 def diversify(
