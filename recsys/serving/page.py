@@ -55,6 +55,8 @@ def category_caps(
     topic (`recsys evaluate --dataset demo --protocol planted`: 0.1264 against 0.1491
     uncapped). Returns the default cap and the larger caps by category."""
     base = max(2, math.ceil(limit * config.max_category_share))
+    if not config.calibrate_category_caps:
+        return base, {}
     counts = Counter(c for c in liked_categories if c is not None)
     total = sum(counts.values())
     # The small epsilon keeps an exact share (say 5 of 10) from rounding up past it.
@@ -96,7 +98,8 @@ def diversify(
         max_sim = np.maximum(max_sim, pool_vectors @ pool_vectors[best])
     if len(chosen) < limit:
         # The cap left the page short: fill with the best remaining regardless of category.
-        rest = [int(i) for i in order if int(i) not in set(chosen)]
+        taken = set(chosen)
+        rest = [int(i) for i in order if int(i) not in taken]
         chosen.extend(rest[: limit - len(chosen)])
     return chosen
 
