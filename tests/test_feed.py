@@ -337,7 +337,9 @@ def test_page_keeps_the_proportions_of_the_users_likes(
     counts = Counter(
         topics.get(i.item_id) for i in recommender.feed("varied-taste", limit=20).items
     )
-    assert max(counts.values()) <= 10 and len(counts) >= 3, counts
+    # Caps of 10 for football and jazz (3 likes of 7 each is under half the page) may fill
+    # the page between them, so a third category is not owed a place.
+    assert max(counts.values()) <= 10 and {"football", "jazz"} <= set(counts), counts
     send(recommender, "only-football", topic_items(trained_world, "football", 7), "like")
     single = Counter(
         topics.get(i.item_id) for i in recommender.feed("only-football", limit=20).items
