@@ -184,6 +184,9 @@ class RankerConfig(BaseModel):
     label_windows: int = Field(default=2, ge=1, le=5)
     # Candidates that did not turn out relevant kept per user (sampled).
     negatives_per_user: int = Field(default=40, ge=1)
+    # Take the negatives first from what the user turned down in the label period (a
+    # skip, a dislike, a bounced view), as from ignored impressions, before random ones.
+    rejected_negatives: bool = True
     # The ranker serves only when its out-of-fold NDCG@10 (cross-validation over users)
     # beats the blend's by this fraction (a negative margin publishes one that is worse:
     # for experiments).

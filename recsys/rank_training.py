@@ -29,7 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys import registry, release
-from recsys.config import Settings
+from recsys.config import RankerConfig, Settings
 from recsys.dataset import InteractionData
 from recsys.models.activity import DAY, ActivityByRow, ActivityLog
 from recsys.models.catalog import catalogue_for
@@ -85,8 +85,9 @@ class UserLists:
     blend_scores: np.ndarray
     # Relevant held-back items in all, also those no source proposed (NDCG's ideal).
     relevant: int
-    # Candidates the user was shown in the label period and ignored (no event on them).
-    shown_ignored: np.ndarray | None = None
+    # Candidates the user passed over in the label period: shown and ignored (no event on
+    # them), or rejected (a skip, a dislike, a bounced view).
+    passed_over: np.ndarray | None = None
 
 
 def grade(weights: np.ndarray) -> np.ndarray:
@@ -141,6 +142,23 @@ def hidden_items(holdout: Holdout, labels: pd.DataFrame) -> dict[int, set[int]]:
     only_held = held_pairs.merge(kept_pairs.drop_duplicates(), how="left", indicator=True)
     only_held = only_held[only_held["_merge"] == "left_only"]
     return {int(row): set(group["col"].tolist()) for row, group in only_held.groupby("row")}
+
+
+def rejected_in_holdout(holdout: Holdout, labels: pd.DataFrame) -> pd.DataFrame:
+    """The labelled users' items whose held-back events net negative (a skip, a dislike,
+    a bounced view): (row, col) pairs. Items the user was put in front of and turned down
+    tell the ranker what the user does not want, where a random candidate mostly tells it
+    what the user never came across."""
+    held = holdout.held & holdout.events() & np.isin(holdout.rows, labels["row"].unique())
+    frame = pd.DataFrame(
+        {
+            "row": holdout.rows[held],
+            "col": holdout.cols[held],
+            "weight": holdout.vals[held].astype(np.float64),
+        }
+    )
+    net = frame.groupby(["row", "col"], as_index=False)["weight"].sum()
+    return net.loc[net["weight"] < 0, ["row", "col"]].reset_index(drop=True)
 
 
 def ignored_in_holdout(holdout: Holdout, labels: pd.DataFrame) -> pd.DataFrame:
@@ -280,7 +298,7 @@ def _window_lists(
                     settings,
                     state,
                     labels,
-                    ignored_in_holdout(holdout, labels),
+                    passed_over_in_holdout(holdout, labels, settings.ranker),
                     hidden_items(holdout, labels),
                     user_ids,
                     progress,
@@ -383,26 +401,38 @@ def user_features(
     return UserFeatures(candidates.ids, features, ranked.scores)
 
 
+def passed_over_in_holdout(
+    holdout: Holdout, labels: pd.DataFrame, config: RankerConfig
+) -> pd.DataFrame:
+    """The (row, col) pairs the ranker takes its negatives from first: ignored impressions
+    and, with ``config.rejected_negatives``, rejected items."""
+    ignored = ignored_in_holdout(holdout, labels)
+    if not config.rejected_negatives:
+        return ignored
+    both = pd.concat([ignored, rejected_in_holdout(holdout, labels)], ignore_index=True)
+    return both.drop_duplicates().reset_index(drop=True)
+
+
 def _user_lists(
     store: Store,
     settings: Settings,
     state: ServingState,
     labels: pd.DataFrame,
-    ignored: pd.DataFrame,
+    passed_over: pd.DataFrame,
     hidden: dict[int, set[int]],
     user_ids: dict[int, str],
     progress: Callable[[str], None] | None,
 ) -> list[UserLists]:
     """Each labelled user's candidates, features, graded labels and which candidates they
-    were shown and ignored."""
+    passed over (``passed_over``: row, col pairs)."""
     items_map = state.models[registry.CONTENT_MODEL].items
     hidden_by_row = {
         row: frozenset(items_map.to_external(np.fromiter(cols, np.int64)).tolist())
         for row, cols in hidden.items()
     }
-    ignored_by_row = {
+    passed_by_row = {
         int(row): set(items_map.to_external(group["col"].to_numpy()).tolist())
-        for row, group in ignored.groupby("row")
+        for row, group in passed_over.groupby("row")
     }
     out: list[UserLists] = []
     for count, (row, group) in enumerate(labels.groupby("row", sort=True)):
@@ -426,7 +456,7 @@ def _user_lists(
                 strict=True,
             )
         )
-        passed_over = ignored_by_row.get(int(row), set())
+        passed = passed_by_row.get(int(row), set())
         out.append(
             UserLists(
                 user=user,
@@ -434,7 +464,7 @@ def _user_lists(
                 labels=np.array([graded.get(i, 0) for i in found.ids], dtype=np.int64),
                 blend_scores=found.blend_scores,
                 relevant=len(graded),
-                shown_ignored=np.array([i in passed_over for i in found.ids], dtype=bool),
+                passed_over=np.array([i in passed for i in found.ids], dtype=bool),
             )
         )
     return out
@@ -445,16 +475,16 @@ def _matrix(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training rows: every labelled candidate and ``negatives`` others per user (users
     without a relevant candidate teach a ranking nothing and are left out). The others are
-    the candidates the user was shown and ignored first, then random ones."""
+    the candidates the user passed over first, then random ones."""
     features, labels, groups = [], [], []
     for user in lists:
         positive = np.flatnonzero(user.labels > 0)
         if not len(positive):
             continue
         unlabelled = user.labels == 0
-        if user.shown_ignored is not None:
-            passed = np.flatnonzero(unlabelled & user.shown_ignored)
-            rest = np.flatnonzero(unlabelled & ~user.shown_ignored)
+        if user.passed_over is not None:
+            passed = np.flatnonzero(unlabelled & user.passed_over)
+            rest = np.flatnonzero(unlabelled & ~user.passed_over)
         else:
             passed, rest = np.zeros(0, dtype=np.int64), np.flatnonzero(unlabelled)
         if len(passed) > negatives:

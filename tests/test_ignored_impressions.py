@@ -129,12 +129,12 @@ def test_the_ranker_learns_first_from_what_was_shown_and_passed_over() -> None:
 
     # Twenty candidates: one liked, two shown and ignored; with room for three negatives
     # both passed-over ones are always taken and one random other fills the rest.
-    shown_ignored = np.zeros(20, dtype=bool)
-    shown_ignored[[7, 13]] = True
+    passed_over = np.zeros(20, dtype=bool)
+    passed_over[[7, 13]] = True
     labels_ = np.zeros(20, dtype=np.int64)
     labels_[2] = 3
     user = UserLists(
-        "a", np.arange(20, dtype=float)[:, None], labels_, np.zeros(20), 1, shown_ignored
+        "a", np.arange(20, dtype=float)[:, None], labels_, np.zeros(20), 1, passed_over
     )
     for seed in range(20):
         x, y, groups = _matrix([user], 3, np.random.default_rng(seed))
@@ -142,7 +142,7 @@ def test_the_ranker_learns_first_from_what_was_shown_and_passed_over() -> None:
         assert {2, 7, 13} <= chosen and len(chosen) == 4 and groups.tolist() == [4]
         assert y[x[:, 0] == 2].tolist() == [3] and not y[x[:, 0] != 2].any()
     # More passed-over candidates than room: only they are sampled.
-    user.shown_ignored = labels_ == 0
+    user.passed_over = labels_ == 0
     x, _, _ = _matrix([user], 3, np.random.default_rng(0))
     assert len(x) == 4
 

@@ -218,6 +218,34 @@ def test_labels_are_graded_new_positives_of_the_held_back_events() -> None:
     )
 
 
+def test_items_turned_down_in_the_label_period_are_the_first_negatives() -> None:
+    import scipy.sparse as sp
+
+    from recsys.dataset import IdMap, InteractionData
+    from recsys.rank_training import Holdout, passed_over_in_holdout
+
+    # User 0 (labelled by a like of item 1) skipped item 2, disliked item 3, skipped then
+    # liked item 4 (nets positive) in the held-back period, and skipped item 5 before it.
+    # User 1 only skipped item 2: without a label, nothing of theirs is a negative.
+    rows = np.array([0, 0, 0, 0, 0, 0, 0, 1])
+    cols = np.array([0, 1, 2, 3, 4, 4, 5, 2])
+    vals = np.array([4.0, 4.0, -1.0, -4.0, -1.0, 4.0, -1.0, -1.0], dtype=np.float32)
+    times = np.array([1.0, 5.0, 6.0, 7.0, 8.0, 9.0, 2.0, 9.0])
+    held = np.array([False, True, True, True, True, True, False, True])
+    train = InteractionData(
+        matrix=sp.csr_matrix(([4.0, -1.0], ([0, 0], [0, 5])), shape=(2, 6)),
+        users=IdMap(["a", "b"]),
+        items=IdMap([f"i{i}" for i in range(6)]),
+    )
+    holdout = Holdout(rows, cols, vals, times, held, train)
+    labels = labelled_users(holdout)
+    assert sorted(labels["col"].tolist()) == [1, 4]
+    found = passed_over_in_holdout(holdout, labels, RankerConfig())
+    assert sorted(map(tuple, found[["row", "col"]].values.tolist())) == [(0, 2), (0, 3)]
+    off = passed_over_in_holdout(holdout, labels, RankerConfig(rejected_negatives=False))
+    assert off.empty
+
+
 def test_ranker_file_round_trips_as_text(recommender: Recommender, tmp_path: Path) -> None:
     model = _state(recommender).ranker
     assert model is not None
