@@ -186,7 +186,7 @@ class RankerConfig(BaseModel):
     negatives_per_user: int = Field(default=40, ge=1)
     # Take the negatives first from what the user turned down in the label period (a
     # skip, a dislike, a bounced view), as from ignored impressions, before random ones.
-    # Chosen on ml-latest-small's validation splits (feed NDCG@10, three runs a side on
+    # Chosen on ml-latest-small's validation splits (feed NDCG@10, 3-5 runs a side on
     # temporal: 0.1336-0.1411 -> 0.1443-0.1465; stratified 0.2219-0.2249 -> 0.2219-0.2266);
     # the temporal test split did not follow (median of four or five runs 0.1369 -> 0.1351).
     rejected_negatives: bool = True
