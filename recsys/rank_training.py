@@ -74,6 +74,19 @@ class Holdout:
         """Mask of the triples that are events."""
         return np.ones(len(self.rows), bool) if self.ignored is None else ~self.ignored
 
+    def held_net_weights(self) -> pd.DataFrame:
+        """The held-back events' summed signal weight per (user row, item column): columns
+        ``row``, ``col``, ``weight`` (a like then a skip of one item nets their sum)."""
+        held = self.held
+        frame = pd.DataFrame(
+            {
+                "row": self.rows[held],
+                "col": self.cols[held],
+                "weight": self.vals[held].astype(np.float64),
+            }
+        )
+        return frame.groupby(["row", "col"], as_index=False)["weight"].sum()
+
 
 @dataclass
 class UserLists:
@@ -100,14 +113,6 @@ def labelled_users(holdout: Holdout) -> pd.DataFrame:
     moment the user is asked at (when their held-back events start; held back at random:
     just after their latest other event), and the graded items (user, item, grade)."""
     held = holdout.held
-    frame = pd.DataFrame(
-        {
-            "row": holdout.rows[held],
-            "col": holdout.cols[held],
-            "weight": holdout.vals[held].astype(np.float64),
-            "time": holdout.times[held],
-        }
-    )
     if holdout.randomly:
         # Held-back events lie among the others: the user is asked just after their
         # latest known event, with the held-back ones hidden (``hidden_items``).
@@ -115,8 +120,9 @@ def labelled_users(holdout: Holdout) -> pd.DataFrame:
         moments = pd.Series(holdout.times[known], index=holdout.rows[known])
         moments = moments.groupby(level=0).max() + 1.0
     else:
-        moments = frame.groupby("row")["time"].min()
-    pairs = frame.groupby(["row", "col"], as_index=False)["weight"].sum()
+        moments = pd.Series(holdout.times[held], index=holdout.rows[held])
+        moments = moments.groupby(level=0).min()
+    pairs = holdout.held_net_weights()
     # An item the user had before is consumed (never proposed again): not a label.
     consumed = holdout.train.matrix if holdout.consumed is None else holdout.consumed
     before = np.asarray(consumed[pairs["row"].to_numpy(), pairs["col"].to_numpy()]).ravel()
@@ -149,16 +155,9 @@ def rejected_in_holdout(holdout: Holdout, labels: pd.DataFrame) -> pd.DataFrame:
     a bounced view): (row, col) pairs. Items the user was put in front of and turned down
     tell the ranker what the user does not want, where a random candidate mostly tells it
     what the user never came across."""
-    held = holdout.held & holdout.events() & np.isin(holdout.rows, labels["row"].unique())
-    frame = pd.DataFrame(
-        {
-            "row": holdout.rows[held],
-            "col": holdout.cols[held],
-            "weight": holdout.vals[held].astype(np.float64),
-        }
-    )
-    net = frame.groupby(["row", "col"], as_index=False)["weight"].sum()
-    return net.loc[net["weight"] < 0, ["row", "col"]].reset_index(drop=True)
+    net = holdout.held_net_weights()
+    turned_down = (net["weight"] < 0) & net["row"].isin(labels["row"].unique())
+    return net.loc[turned_down, ["row", "col"]].reset_index(drop=True)
 
 
 def ignored_in_holdout(holdout: Holdout, labels: pd.DataFrame) -> pd.DataFrame:
