@@ -47,6 +47,7 @@ from recsys.vectors.edge_files import (
     POINTER_FILE,
     STORE_LOCK_FILE,
     TRASH_SUFFIX,
+    copy_sparse,
     fsync_dir,
     lock,
     read_json,
@@ -242,7 +243,11 @@ class EdgeStore(VectorStore):
             replica_fd = lock(replica / LOCK_FILE, exclusive=True)
         try:
             shutil.copytree(
-                path, replica, ignore=shutil.ignore_patterns(LOCK_FILE), dirs_exist_ok=True
+                path,
+                replica,
+                ignore=shutil.ignore_patterns(LOCK_FILE),
+                copy_function=copy_sparse,
+                dirs_exist_ok=True,
             )
         except BaseException:
             shutil.rmtree(replica, ignore_errors=True)

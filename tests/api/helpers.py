@@ -28,6 +28,7 @@ from recsys.serving import (
 )
 from recsys.store import Store, open_store
 from recsys.store.events import InsertResult
+from recsys.vectors.edge_files import copy_sparse
 
 with warnings.catch_warnings():
     # Starlette suggests another HTTP client package for its test client; httpx is the
@@ -196,7 +197,7 @@ class World:
 
 def copy_world(template: Path, home: Path, **settings: Any) -> World:
     """A private copy of a trained home, so a test module's writes stay its own."""
-    shutil.copytree(template, home)
+    shutil.copytree(template, home, copy_function=copy_sparse)
     config = settings_for(home, **settings)
     store = open_store(config)
     recommender = Recommender.open(store, config)
@@ -215,9 +216,9 @@ def clone_version(home: Path, version: str, clone: str) -> None:
     training run would publish), so activation can switch between two."""
     import json
 
-    shutil.copytree(home / "models" / version, home / "models" / clone)
+    shutil.copytree(home / "models" / version, home / "models" / clone, copy_function=copy_sparse)
     manifest = home / "models" / clone / "manifest.json"
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": clone}))
-    shutil.copytree(home / "vectors" / version, home / "vectors" / clone)
+    shutil.copytree(home / "vectors" / version, home / "vectors" / clone, copy_function=copy_sparse)
     marker = home / "vectors" / clone / "VERSION.json"
     marker.write_text(json.dumps({**json.loads(marker.read_text()), "version": clone}))

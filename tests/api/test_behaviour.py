@@ -20,6 +20,7 @@ from recsys.serving import Recommender
 from recsys.store import open_store
 from recsys.store.events import count_events, user_events
 from recsys.vectors.edge import EdgeIndex, EdgeStore
+from recsys.vectors.edge_files import copy_sparse
 from tests.api.helpers import (
     API_KEYS,
     WRITE_KEY,
@@ -336,7 +337,7 @@ def test_index_that_cannot_open_degrades_then_recovers(
     trained_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A home of its own: a Qdrant Edge shard may be open only once per process.
-    shutil.copytree(trained_template, tmp_path / "home")
+    shutil.copytree(trained_template, tmp_path / "home", copy_function=copy_sparse)
     settings = settings_for(tmp_path / "home", api_keys=API_KEYS)
     store = open_store(settings)
     real_open = EdgeStore.open_version

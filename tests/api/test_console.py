@@ -22,6 +22,7 @@ from recsys.evaluation.report import write_report
 from recsys.evaluation.report_document import ModelResult
 from recsys.store.events import user_events
 from recsys.store.overview import store_counts
+from recsys.vectors.edge_files import copy_sparse
 from tests.api.helpers import (
     API_KEYS,
     READ_KEY,
@@ -59,7 +60,7 @@ def make_reports(directory: Path, users: list[str], items: list[str]) -> list[st
 def world(trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("console")
     template = root / "template"
-    shutil.copytree(trained_template, template)
+    shutil.copytree(trained_template, template, copy_function=copy_sparse)
     live = (template / "vectors" / "CURRENT").read_text().strip()
     clone_version(template, live, CLONE)
     home = root / "home"

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from recsys.vectors.edge_files import copy_sparse
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Distinctive strings, so a leak into a log is easy to find.
@@ -156,5 +158,5 @@ def rss_kib(pid: int) -> int:
 
 
 def copy_home(template: Path, home: Path) -> Path:
-    shutil.copytree(template, home)
+    shutil.copytree(template, home, copy_function=copy_sparse)
     return home

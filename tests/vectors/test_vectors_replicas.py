@@ -9,10 +9,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_vectors_versions import build, small_items
 
 from recsys.vectors.edge import REPLICAS_DIR, EdgeStore
+from recsys.vectors.edge_files import copy_sparse
 
 # Opens the live version, answers a search, then holds it open until told to stop.
 CHILD = textwrap.dedent(
@@ -121,3 +123,65 @@ def test_a_failed_copy_leaves_no_replica(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.undo()
     with store.open_live() as index:
         assert index.count() == len(small_items(1).ids)
+
+
+def _allocated(path: Path) -> int:
+    """Bytes the file system holds for ``path`` (or every file under it)."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_blocks * 512 for p in files)
+
+
+def _apparent(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def test_a_sparse_copy_keeps_every_byte_and_writes_only_the_data(tmp_path: Path) -> None:
+    source = tmp_path / "segment.dat"
+    size = 8 << 20
+    head, middle, tail = b"qdrant-header" * 100, bytes(range(256)) * 64, b"end"
+    with open(source, "wb") as f:
+        f.truncate(size)  # an 8 MiB file of holes...
+        f.write(head)  # ...data at the start,
+        f.seek(3 << 20)
+        f.write(bytes(1 << 20))  # a written megabyte of zeros (a dense copy's leftovers),
+        f.seek(5 << 20)
+        f.write(middle)  # data in the middle,
+        f.seek(size - len(tail))
+        f.write(tail)  # and the last bytes.
+    source.chmod(0o640)
+    copy = tmp_path / "copy.dat"
+    copy_sparse(source, copy)
+    assert copy.read_bytes() == source.read_bytes()
+    assert copy.stat().st_size == size
+    assert copy.stat().st_mode == source.stat().st_mode
+    assert copy.stat().st_mtime == pytest.approx(source.stat().st_mtime, abs=1e-3)
+    # The written zeros became a hole: the copy holds less than the source does.
+    assert _allocated(copy) < _allocated(source)
+    assert _allocated(copy) <= 4 * (64 << 10)
+
+
+def test_a_dense_file_and_an_empty_one_are_copied_whole(tmp_path: Path) -> None:
+    dense = tmp_path / "dense.bin"
+    dense.write_bytes(np.random.default_rng(3).bytes(300_001))  # not a multiple of a block
+    empty = tmp_path / "empty.bin"
+    empty.touch()
+    for source in (dense, empty):
+        copy = tmp_path / f"copy-{source.name}"
+        copy_sparse(source, copy)
+        assert copy.read_bytes() == source.read_bytes()
+
+
+def test_a_replica_takes_the_data_not_the_preallocated_length(tmp_path: Path) -> None:
+    # Qdrant Edge preallocates its WAL and mmap chunks as sparse files; a replica for every
+    # serving process must not turn them into hundreds of megabytes each.
+    store = EdgeStore(tmp_path, replicas=True)
+    build(store, "v1", small_items(1))
+    store.activate("v1")
+    published = tmp_path / "v1"
+    with store.open_live() as index:
+        assert index.count() == len(small_items(1).ids)
+        (replica,) = (tmp_path / REPLICAS_DIR).iterdir()
+        # Opening the shard may rewrite a small file or two; the length is the same.
+        assert _apparent(replica) == pytest.approx(_apparent(published), rel=0.01)
+        assert _apparent(published) > 20 * _allocated(published)  # the premise
+        assert _allocated(replica) <= 2 * _allocated(published)
