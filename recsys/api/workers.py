@@ -37,6 +37,14 @@ from uvicorn.supervisors.multiprocess import Process
 # uvicorn's logger: its configuration prints it, in the format of the workers' lines.
 log = logging.getLogger("uvicorn.error")
 
+# How long a new worker may take to answer its first ping. A worker answers pings from a
+# thread it starts once its interpreter is up and has imported uvicorn; before that (a few
+# hundred milliseconds idle, seconds on a loaded host) it cannot. Held to the health-check
+# timeout, a worker started on a busy host was killed before it could answer, and so was
+# each replacement: 8 kills in a row within a 2 s timeout while two CPU-bound jobs ran on
+# 2 cores.
+WORKER_START_SECONDS = 60.0
+
 
 def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
     """A socket bound to ``host:port`` that other sockets may bind too (SO_REUSEPORT)."""
@@ -76,8 +84,10 @@ class WorkerSupervisor:
         self.count = workers
         self.workers: list[Process] = []
         self.sockets: list[socket.socket] = []  # one per worker slot, kept across restarts
-        # When each slot's outstanding ping was sent (None: no ping outstanding).
+        # When each slot's outstanding ping was sent (None: no ping outstanding), and
+        # whether its worker has answered one yet (see WORKER_START_SECONDS).
         self.ping_sent_at: list[float | None] = []
+        self.answered: list[bool] = []
         self.should_exit = threading.Event()
         self.failed = False
 
@@ -107,6 +117,7 @@ class WorkerSupervisor:
             for _ in range(self.count):
                 self.workers.append(self._start_worker(self._open_slot()))
                 self.ping_sent_at.append(None)
+                self.answered.append(False)
             log.info(
                 "serving on http://%s:%d with %d workers",
                 self.config.host,
@@ -137,20 +148,25 @@ class WorkerSupervisor:
 
     def _unresponsive(self, position: int) -> bool:
         """Sends a ping when none is outstanding, reads the answer when it has come, and
-        says whether the outstanding one is older than the health-check timeout."""
+        says whether the outstanding one is older than the health-check timeout (than
+        ``WORKER_START_SECONDS``, if longer, before the worker's first answer)."""
         connection = self.workers[position].parent_conn
         sent_at = self.ping_sent_at[position]
         try:
             if sent_at is not None and connection.poll():
                 connection.recv()  # the worker's "started" flag: an answer is all we need
                 sent_at = None
+                self.answered[position] = True
             if sent_at is None:
                 connection.send(b"ping")
                 sent_at = time.monotonic()
         except (OSError, EOFError, pickle.UnpicklingError):
             return True
         self.ping_sent_at[position] = sent_at
-        return time.monotonic() - sent_at > self.config.timeout_worker_healthcheck
+        timeout: float = self.config.timeout_worker_healthcheck
+        if not self.answered[position]:
+            timeout = max(timeout, WORKER_START_SECONDS)
+        return time.monotonic() - sent_at > timeout
 
     def _replace(self, position: int, *, hung: bool) -> None:
         worker = self.workers[position]
@@ -171,3 +187,4 @@ class WorkerSupervisor:
         )
         self.workers[position] = self._start_worker(self.sockets[position])
         self.ping_sent_at[position] = None
+        self.answered[position] = False

@@ -1,18 +1,26 @@
 """A minimal ASGI app under ``WorkerSupervisor``, for the supervision tests: each answer is
 the answering worker's pid, so a test can see which process serves and when one is replaced.
 
-Run as ``python -m tests.reliability.supervised_app PORT WORKERS HEALTHCHECK_SECONDS``.
+Run as ``python -m tests.reliability.supervised_app PORT WORKERS HEALTHCHECK_SECONDS``;
+``SUPERVISED_APP_START_DELAY=S`` makes each worker take S seconds longer to start.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 import uvicorn
 
 from recsys.api.workers import WorkerSupervisor
+
+# A worker's interpreter imports this module as ``__mp_main__`` before it can answer any
+# ping: a delay here is a worker slow to start (a loaded host).
+START_DELAY_ENV = "SUPERVISED_APP_START_DELAY"
+if __name__ == "__mp_main__" and os.environ.get(START_DELAY_ENV):
+    time.sleep(float(os.environ[START_DELAY_ENV]))
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -19,19 +19,23 @@ import httpx
 import pytest
 
 from tests.reliability.service import REPO, clean_env, free_port, worker_pids
+from tests.reliability.supervised_app import START_DELAY_ENV
 
 pytestmark = pytest.mark.slow
 
 
 class Supervised:
-    def __init__(self, workers: int, healthcheck_seconds: int, log: Path) -> None:
+    def __init__(
+        self, workers: int, healthcheck_seconds: int, log: Path, start_delay: float = 0.0
+    ) -> None:
         self.port = free_port()
         self.log = log
+        env = clean_env(**({START_DELAY_ENV: str(start_delay)} if start_delay else {}))
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tests.reliability.supervised_app", str(self.port),
                  str(workers), str(healthcheck_seconds)],
-                cwd=REPO, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
+                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.workers = self.wait_for_workers(workers, previous=set(), within=60)
 
@@ -122,5 +126,19 @@ def test_a_busy_worker_that_still_answers_pings_is_left_alone(
     service = Supervised(workers=2, healthcheck_seconds=2, log=tmp_path / "log")
     supervised.append(service)
     time.sleep(6)  # three health-check timeouts of ordinary pings
+    assert service.worker_pids() == service.workers == service.answering()
+    assert "starting another" not in service.log.read_text()
+
+
+def test_a_worker_slow_to_start_is_given_time_for_its_first_answer(
+    supervised: list[Supervised], tmp_path: Path
+) -> None:
+    # Each worker needs 4 s before it can answer a ping, twice the health-check timeout (a
+    # loaded host): held to the timeout from its start, every worker would be killed and
+    # replaced in a loop, and none would ever serve.
+    service = Supervised(workers=2, healthcheck_seconds=2, log=tmp_path / "log", start_delay=4)
+    supervised.append(service)
+    assert len(service.workers) == 2
+    time.sleep(5)  # past the timeout again, now that they answer: kept
     assert service.worker_pids() == service.workers == service.answering()
     assert "starting another" not in service.log.read_text()
