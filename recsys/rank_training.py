@@ -388,6 +388,9 @@ def user_features(
         until=moment,
         every_source=True,
         hidden=hidden,
+        # The page's new-item places are filled after ranking, from a list of their own:
+        # what the ranker learns to rank is the candidates without it.
+        config=settings.feed.model_copy(update={"new_item_slots": 0}),
     )
     candidate_lists = gather(default_sources(), request)
     candidates = union(request, candidate_lists, set())

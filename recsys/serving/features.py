@@ -23,7 +23,7 @@ from recsys import registry
 from recsys.models.activity import DAY, WINDOWS_DAYS, ItemActivity
 from recsys.serving.catalogue import Catalogue
 from recsys.serving.cursor import item_hash
-from recsys.serving.sources import CandidateList, FeedRequest
+from recsys.serving.sources import NEW_ITEMS_LIST, CandidateList, FeedRequest
 
 # The user's likes (and skips) that taste features compare a candidate with.
 TASTE_POSITIVES = 20
@@ -121,6 +121,8 @@ def candidate_features(
         return scratch[name]
 
     for candidates_list, at in zip(lists, candidates.places, strict=True):
+        if candidates_list.name == NEW_ITEMS_LIST:
+            continue  # the page step's order for its new-item places, not a signal
         source = candidates_list.source
         is_recent = candidates_list.name == RECENT_LIST and source in _fold_in_sources()
         # A score is comparable within one kind of list only: the recent likes' list has

@@ -15,7 +15,7 @@ from recsys import registry
 from recsys.models.activity import ItemActivity
 from recsys.serving.features import candidate_features, union
 from recsys.serving.ranking import Ranked, Ranker
-from recsys.serving.sources import CandidateList, FeedRequest
+from recsys.serving.sources import NEW_ITEMS_LIST, CandidateList, FeedRequest
 
 
 class LearnedRanker(Ranker):
@@ -63,4 +63,12 @@ class LearnedRanker(Ranker):
             present=present,
             sources=sources,
             explain=explain,
+            new_items=next(
+                (
+                    at[at >= 0]
+                    for candidate_list, at in zip(lists, candidates.places, strict=True)
+                    if candidate_list.name == NEW_ITEMS_LIST
+                ),
+                None,
+            ),
         )

@@ -116,6 +116,23 @@ def taste_scores(request: FeedRequest, rows: np.ndarray) -> np.ndarray | None:
     return np.where(rows >= 0, taste, -np.inf)
 
 
+def new_item_preference(request: FeedRequest, ranked: Ranked) -> np.ndarray:
+    """A score per ranked candidate that orders the new ones for the page's new-item
+    places: the new-item list's order where it answered, then likeness to the user's
+    recent likes, then the ranking's score."""
+    taste = taste_scores(request, ranked.rows)
+    preference = ranked.scores if taste is None else taste
+    listed = ranked.new_items
+    if listed is None or not len(listed):
+        return preference
+    # Listed items first, in list order, above any unlisted one.
+    ordered = np.full(len(ranked.rows), -np.inf)
+    ordered[listed] = len(listed) - np.arange(len(listed), dtype=np.float64)
+    below = np.isneginf(ordered)
+    ordered[below] = -1.0 - np.argsort(np.argsort(-preference[below], kind="stable"))
+    return ordered
+
+
 def make_room_for_new_items(
     config: FeedConfig,
     catalogue: Catalogue,
@@ -187,12 +204,15 @@ def build_page(request: FeedRequest, ranked: Ranked, limit: int) -> list[FeedIte
     chosen = diversify(
         config, scores, vectors, categories, limit, liked_categories=liked_categories
     )
+    placed: set[int] = set()
     if config.new_item_slots > 0:
-        # New items are ordered by their likeness to what the user liked, not by a ranker
-        # that has never seen them liked.
-        taste = taste_scores(request, rows)
-        order = scores if taste is None else taste
-        chosen = make_room_for_new_items(config, catalogue, rows, order, chosen, limit)
+        # New items are ordered by the fresh source's new-item list (a model that embeds
+        # items from their fields), else by their likeness to what the user liked: not by
+        # a ranker that has never seen them liked.
+        preference = new_item_preference(request, ranked)
+        established = set(chosen)
+        chosen = make_room_for_new_items(config, catalogue, rows, preference, chosen, limit)
+        placed = set(chosen) - established
     positive_rows = request.positive_rows[:50]
     page = []
     proposed_by = np.asarray(ranked.sources, dtype=object)
@@ -204,6 +224,8 @@ def build_page(request: FeedRequest, ranked: Ranked, limit: int) -> list[FeedIte
         lead = max(breakdown, key=lambda s: breakdown[s]) if breakdown else None
         if lead is None or (lead not in proposing and lead != TASTE_FAMILY):
             lead = sources[0] if sources else registry.POPULAR_SOURCE
+        if position in placed:
+            lead = registry.FRESH_SOURCE  # on the page for being new ("new in ...")
         if penalty is not None and penalty[position] > 1e-6:
             breakdown["fatigue"] = -float(penalty[position])
         page.append(

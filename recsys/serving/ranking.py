@@ -8,14 +8,14 @@ items too new for behaviour to vouch for.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from recsys import registry
 from recsys.serving.cursor import item_hash
-from recsys.serving.sources import CandidateList, FeedRequest, blend_weights
+from recsys.serving.sources import NEW_ITEMS_LIST, CandidateList, FeedRequest, blend_weights
 
 
 @dataclass
@@ -32,6 +32,9 @@ class Ranked:
     # The score's parts by family for the given positions, when they are not ``parts``
     # (the learned ranker computes them for the page's picks only).
     explain: Callable[[list[int]], list[dict[str, float]]] | None = None
+    # Positions of the fresh source's new-item candidates, in the order it proposed them
+    # (the page step's order for its new-item places).
+    new_items: np.ndarray | None = None
 
     def breakdowns(self, positions: list[int]) -> list[dict[str, float]]:
         """What each source (or feature family) adds to the score of each position."""
@@ -119,7 +122,19 @@ class BlendRanker(Ranker):
             parts=weighted,
             present=present,
             sources=sources,
+            new_items=new_item_positions(lists, slot),
         )
+
+
+def new_item_positions(lists: list[CandidateList], slot: Mapping[str, int]) -> np.ndarray | None:
+    """Where the new-item list's candidates stand among ``slot``'s (item id to position),
+    in the list's order; those not there (served already) left out."""
+    for candidates in lists:
+        if candidates.name == NEW_ITEMS_LIST:
+            found = (slot.get(hit.item_id, -1) for hit in candidates.hits)
+            positions = np.fromiter(found, np.int64, len(candidates.hits))
+            return positions[positions >= 0]
+    return None
 
 
 def source_weights(request: FeedRequest, sources: tuple[str, ...]) -> np.ndarray:

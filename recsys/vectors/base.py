@@ -34,6 +34,7 @@ from recsys.vectors.checks import (
     check_search,
     check_vector_name,
     check_vectors,
+    finite,
     item_payloads,
     user_payloads,
     validate_dims,
@@ -71,6 +72,8 @@ INDEXED_ITEM_FIELDS: Final[Mapping[str, Literal["keyword", "float"]]] = {
     "category": "keyword",
     "tags": "keyword",
     "created_at": "float",
+    # The feed's places for new items ask for items nobody liked yet (max_popularity=0).
+    "popularity": "float",
 }
 
 # Never change this: every stored point id is derived from it.
@@ -111,7 +114,9 @@ class ItemFilter:
     ``None`` means "no constraint". ``categories`` and ``tags`` match when the item has any of
     the listed values; ``exclude_ids`` removes items by external id; ``created_after`` keeps
     items created strictly after the given unix time, ``created_until`` those created at or
-    before it (items without a creation time match neither).
+    before it (items without a creation time match neither); ``max_popularity`` keeps items
+    whose ``popularity`` payload (positive users when the version was trained; 0 for an
+    item written since) is at most the given number.
     """
 
     categories: Sequence[str] | None = None
@@ -119,6 +124,7 @@ class ItemFilter:
     exclude_ids: Sequence[str] | None = None
     created_after: float | None = None
     created_until: float | None = None
+    max_popularity: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("categories", "tags", "exclude_ids"):
@@ -139,6 +145,10 @@ class ItemFilter:
         for name in ("created_after", "created_until"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, as_timestamp(getattr(self, name)))
+        if self.max_popularity is not None:
+            object.__setattr__(
+                self, "max_popularity", finite(self.max_popularity, "max_popularity")
+            )
 
     @property
     def is_empty(self) -> bool:
@@ -148,17 +158,20 @@ class ItemFilter:
             and not self.exclude_ids
             and self.created_after is None
             and self.created_until is None
+            and self.max_popularity is None
         )
 
 
 @dataclass(frozen=True, slots=True)
 class Nearest:
-    """For ``VectorIndex.query_batch``: the items nearest to ``vector``."""
+    """For ``VectorIndex.query_batch``: the items nearest to ``vector`` (among those of
+    ``within``, when given: see ``VectorIndex.search``)."""
 
     vector_name: str
     vector: npt.ArrayLike
     limit: int = 20
     filters: ItemFilter | None = None
+    within: Nearest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +187,16 @@ class LikeExamples:
 
 
 BatchQuery = Nearest | LikeExamples
+
+
+def check_shortlist(dims: Mapping[str, int], within: Nearest | None) -> Nearest | None:
+    """A search's shortlist query, checked: its vector float32, its limit positive."""
+    if within is None:
+        return None
+    if within.within is not None:
+        raise ValueError("a shortlist cannot have a shortlist of its own")
+    vector, limit = check_search(dims, within.vector_name, within.vector, within.limit)
+    return Nearest(within.vector_name, vector, limit, within.filters)
 
 
 class VectorIndex(ABC):
@@ -254,10 +277,18 @@ class VectorIndex(ABC):
         filters: ItemFilter | None = None,
         *,
         exact: bool = False,
+        within: Nearest | None = None,
     ) -> list[Hit]:
-        """Items nearest to ``query_vector`` in the ``vector_name`` space, best first."""
+        """Items nearest to ``query_vector`` in the ``vector_name`` space, best first.
+
+        With ``within``, only the items that query finds (its own vector, filter and limit)
+        are ranked: a shortlist by one model reordered by another, answered in the engine
+        (Qdrant's prefetch). The shortlist has no shortlist of its own.
+        """
         vector, limit = check_search(self.dims, vector_name, query_vector, limit)
-        return self._search(vector_name, vector, limit, filters, exact)
+        return self._search(
+            vector_name, vector, limit, filters, exact, check_shortlist(self.dims, within)
+        )
 
     def recommend(
         self,
@@ -288,8 +319,10 @@ class VectorIndex(ABC):
         limit: int,
         filters: ItemFilter | None,
         exact: bool,
+        within: Nearest | None = None,
     ) -> list[Hit]:
-        """``search`` with validated arguments: ``vector`` fits ``vector_name``."""
+        """``search`` with validated arguments: ``vector`` fits ``vector_name``, and
+        ``within`` (if any) is checked, its vector float32."""
 
     @abstractmethod
     def _recommend(
@@ -314,7 +347,13 @@ class VectorIndex(ABC):
         results: list[list[Hit]] = []
         for query in queries:
             if isinstance(query, Nearest):
-                hits = self.search(query.vector_name, query.vector, query.limit, query.filters)
+                hits = self.search(
+                    query.vector_name,
+                    query.vector,
+                    query.limit,
+                    query.filters,
+                    within=query.within,
+                )
             else:
                 hits = self.recommend(
                     query.vector_name,

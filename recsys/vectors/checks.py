@@ -205,7 +205,7 @@ def item_payloads(
         for key in ("created_at", "popularity"):
             value = raw.get(key)
             if value is not None:
-                payload[key] = as_timestamp(value) if key == "created_at" else _finite(value, key)
+                payload[key] = as_timestamp(value) if key == "created_at" else finite(value, key)
         result.append(payload)
     return result
 
@@ -224,10 +224,10 @@ def as_timestamp(value: Any) -> float:
         if value.tzinfo is None:
             raise ValueError("naive datetimes are ambiguous; pass an aware one or unix seconds")
         return value.timestamp()
-    return _finite(value, "created_at")
+    return finite(value, "created_at")
 
 
-def _finite(value: Any, key: str) -> float:
+def finite(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise ValueError(f"{key} must be a number, got {value!r}")
     number = float(value)

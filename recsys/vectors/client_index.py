@@ -17,6 +17,7 @@ from recsys.vectors.base import (
     FloatArray,
     Hit,
     ItemFilter,
+    Nearest,
     RecommendStrategy,
     VectorIndex,
     point_id,
@@ -167,8 +168,18 @@ class ClientIndex(VectorIndex):
         limit: int,
         filters: ItemFilter | None,
         exact: bool,
+        within: Nearest | None = None,
     ) -> list[Hit]:
-        return self._query(vector.tolist(), vector_name, limit, filters, exact)
+        prefetch = None
+        if within is not None:
+            prefetch = models.Prefetch(
+                query=np.asarray(within.vector, np.float32).tolist(),
+                using=within.vector_name,
+                filter=client_filter(within.filters),
+                limit=within.limit,
+                params=self._exact if exact else self._params,
+            )
+        return self._query(vector.tolist(), vector_name, limit, filters, exact, prefetch)
 
     def _recommend(
         self,
@@ -207,10 +218,12 @@ class ClientIndex(VectorIndex):
         limit: int,
         filters: ItemFilter | None,
         exact: bool,
+        prefetch: models.Prefetch | None = None,
     ) -> list[Hit]:
         response = self.client.query_points(
             self._collection(ITEMS),
             query=query,
+            prefetch=prefetch,
             using=vector_name,
             limit=limit,
             query_filter=client_filter(filters),

@@ -35,6 +35,9 @@ def client_filter(filters: ItemFilter | None) -> models.Filter | None:
     if filters.created_after is not None or filters.created_until is not None:
         created = models.Range(gt=filters.created_after, lte=filters.created_until)
         must.append(models.FieldCondition(key="created_at", range=created))
+    if filters.max_popularity is not None:
+        popular = models.Range(lte=filters.max_popularity)
+        must.append(models.FieldCondition(key="popularity", range=popular))
     if filters.exclude_ids:
         must_not.append(models.HasIdCondition(has_id=[point_id(i) for i in filters.exclude_ids]))
     return models.Filter(must=must or None, must_not=must_not or None)

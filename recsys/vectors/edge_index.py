@@ -19,6 +19,7 @@ from recsys.vectors.base import (
     BatchQuery,
     Hit,
     ItemFilter,
+    Nearest,
     VectorIndex,
     point_id,
 )
@@ -39,6 +40,7 @@ from recsys.vectors.edge_query import (
     check_batch,
     edge_filter,
     point_uuid,
+    shortlist,
 )
 from recsys.vectors.versions import stage
 
@@ -236,9 +238,12 @@ class EdgeIndex(VectorIndex):
         limit: int,
         filters: ItemFilter | None,
         exact: bool,
+        within: Nearest | None = None,
     ) -> list[Hit]:
         query = qe.Query.Nearest(vector.tolist(), using=vector_name)
-        return self._query(query, limit, edge_filter(filters), exact)
+        params = self._exact if exact else self._params
+        prefetch = shortlist(within, params) if within is not None else None
+        return self._query(query, limit, edge_filter(filters), exact, prefetch)
 
     def _recommend(
         self,
@@ -267,11 +272,17 @@ class EdgeIndex(VectorIndex):
         return self._query(query, limit, query_filter, exact)
 
     def _query(
-        self, query: qe.Query, limit: int, query_filter: qe.Filter | None, exact: bool
+        self,
+        query: qe.Query,
+        limit: int,
+        query_filter: qe.Filter | None,
+        exact: bool,
+        prefetch: qe.Prefetch | None = None,
     ) -> list[Hit]:
         request = qe.QueryRequest(
             limit=limit,
             query=query,
+            prefetches=[prefetch] if prefetch is not None else None,
             filter=query_filter,
             with_payload=True,
             params=self._exact if exact else self._params,

@@ -10,7 +10,15 @@ from typing import Any, Final
 import numpy as np
 import qdrant_edge as qe
 
-from recsys.vectors.base import BatchQuery, Hit, ItemFilter, LikeExamples, point_id
+from recsys.vectors.base import (
+    BatchQuery,
+    Hit,
+    ItemFilter,
+    LikeExamples,
+    Nearest,
+    check_shortlist,
+    point_id,
+)
 from recsys.vectors.checks import FloatArray, check_recommend, check_search
 
 # A query of a batch once checked: its limit, and its float32 vector (a nearest query) or its
@@ -43,6 +51,9 @@ def edge_filter(
         if filters.created_after is not None or filters.created_until is not None:
             created = qe.RangeFloat(gt=filters.created_after, lte=filters.created_until)
             must.append(qe.FieldCondition("created_at", range=created))
+        if filters.max_popularity is not None:
+            popular = qe.RangeFloat(lte=filters.max_popularity)
+            must.append(qe.FieldCondition("popularity", range=popular))
         if filters.exclude_ids and excluded is not None:
             key = tuple(filters.exclude_ids)
             if key not in excluded:
@@ -90,8 +101,25 @@ def check_batch(
             checked.append((limit, (positives, negatives)))
         else:
             vector, limit = check_search(dims, query.vector_name, query.vector, query.limit)
+            check_shortlist(dims, query.within)
             checked.append((limit, vector))
     return examples, checked
+
+
+def shortlist(
+    within: Nearest,
+    params: qe.SearchParams | None,
+    excluded: dict[tuple[str, ...], Any] | None = None,
+) -> qe.Prefetch:
+    """A checked shortlist query (see ``VectorIndex.search``) as the engine's prefetch."""
+    return qe.Prefetch(
+        limit=within.limit,
+        query=qe.Query.Nearest(
+            np.asarray(within.vector, np.float32).tolist(), using=within.vector_name
+        ),
+        filter=edge_filter(within.filters, excluded=excluded),
+        params=params,
+    )
 
 
 def batch_requests(
@@ -112,8 +140,11 @@ def batch_requests(
             excluded = frozenset((query.filters.exclude_ids or ()) if query.filters else ())
             filters[key] = (edge_filter(query.filters, excluded=exclusions), excluded)
         query_filter, excluded = filters[key]
+        prefetches = None
         if isinstance(arguments, np.ndarray):
             native = qe.Query.Nearest(arguments.tolist(), using=query.vector_name)
+            if isinstance(query, Nearest) and query.within is not None:
+                prefetches = [shortlist(query.within, params, exclusions)]
         else:
             positives, negatives = arguments
             vectors = found.get(query.vector_name, {})
@@ -131,6 +162,7 @@ def batch_requests(
             qe.QueryRequest(
                 limit=limit,
                 query=native,
+                prefetches=prefetches,
                 filter=query_filter,
                 # No payload: reading it costs the engine about 7 us a hit, twice the
                 # search itself at the feed's depth. Point ids map back to item ids.

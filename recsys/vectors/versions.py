@@ -29,6 +29,7 @@ from recsys.vectors.base import (
     FloatArray,
     Hit,
     ItemFilter,
+    Nearest,
     RecommendStrategy,
     VectorIndex,
 )
@@ -251,9 +252,10 @@ class IndexBuild(VectorIndex):
         limit: int,
         filters: ItemFilter | None,
         exact: bool,
+        within: Nearest | None = None,
     ) -> list[Hit]:
         self._check_open()
-        return self.index._search(vector_name, vector, limit, filters, exact)
+        return self.index._search(vector_name, vector, limit, filters, exact, within)
 
     def _recommend(
         self,

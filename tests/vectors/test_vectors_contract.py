@@ -16,6 +16,7 @@ from vectors_testdata import (
     Users,
     brute_recommend,
     brute_search,
+    stored,
 )
 
 from recsys.vectors import Hit, ItemFilter, LikeExamples, Nearest, VectorIndex, point_id
@@ -39,6 +40,8 @@ FILTERS: dict[str, ItemFilter | None] = {
         created_after=T0 + 86_400 * 100,
     ),
     "selective": ItemFilter(categories=[CATEGORIES[3]], tags=[TAGS[11]], created_after=T0 + 3e7),
+    "unpopular": ItemFilter(max_popularity=2.0),
+    "unpopular_in_categories": ItemFilter(categories=CATEGORIES[:3], max_popularity=5.0),
 }
 
 
@@ -68,6 +71,7 @@ def satisfies(payload: dict[str, Any], filters: ItemFilter | None) -> bool:
         and (filters.exclude_ids is None or payload["item_id"] not in filters.exclude_ids)
         and (filters.created_after is None or payload["created_at"] > filters.created_after)
         and (filters.created_until is None or payload["created_at"] <= filters.created_until)
+        and (filters.max_popularity is None or payload["popularity"] <= filters.max_popularity)
     )
 
 
@@ -81,6 +85,42 @@ def test_search_matches_brute_force(
     hits = index.search(vector_name, query, LIMIT, filters, exact=True)
     assert_same(hits, brute_search(items, vector_name, query, LIMIT, filters))
     assert all(satisfies(h.payload, filters) for h in hits)
+
+
+@pytest.mark.parametrize("filter_name", ["none", "unpopular", "combined"])
+def test_a_shortlist_by_one_vector_is_reordered_by_another(
+    index: VectorIndex, items: Items, users: Users, filter_name: str
+) -> None:
+    """``within``: the content vector's 60 nearest (under the filter) ranked by the ALS
+    vector, as the feed's new-item places ask; the same as doing both steps by hand."""
+    filters = FILTERS[filter_name]
+    user = len(filter_name)
+    shortlist_query = users.vectors["content"][user]
+    shortlist = Nearest("content", shortlist_query, 60, filters)
+    hits = index.search("als", users.vectors["als"][user], LIMIT, within=shortlist, exact=True)
+    kept = [item_id for item_id, _ in brute_search(items, "content", shortlist_query, 60, filters)]
+    scores = stored(items, "als")[[items.index_of[i] for i in kept]] @ users.vectors["als"][user]
+    expected = sorted(zip(kept, scores.tolist(), strict=True), key=lambda pair: -pair[1])
+    assert_same(hits, expected[:LIMIT])
+    # The same through a batch, beside a plain query.
+    plain = Nearest("als", users.vectors["als"][user], LIMIT, filters)
+    both = index.query_batch(
+        [Nearest("als", users.vectors["als"][user], LIMIT, within=shortlist), plain]
+    )
+    assert [h.item_id for h in both[0]] == [h.item_id for h in hits]
+    assert [h.item_id for h in both[1]] == [
+        item_id
+        for item_id, _ in brute_search(items, "als", users.vectors["als"][user], LIMIT, filters)
+    ]
+
+
+def test_a_shortlist_has_no_shortlist_of_its_own(index: VectorIndex, users: Users) -> None:
+    inner = Nearest("content", users.vectors["content"][0], 10)
+    outer = Nearest("content", users.vectors["content"][1], 20, within=inner)
+    with pytest.raises(ValueError, match="shortlist of its own"):
+        index.search("als", users.vectors["als"][0], 5, within=outer)
+    with pytest.raises(ValueError, match=r"must have shape \(24,\)"):
+        index.search("als", users.vectors["als"][0], 5, within=Nearest("content", [1.0, 2.0], 10))
 
 
 def test_default_search_is_exact_on_a_small_index(

@@ -134,6 +134,8 @@ def test_bad_reads(index: VectorIndex) -> None:
         ({"created_after": "yesterday"}, "number"),
         ({"created_after": float("inf")}, "finite"),
         ({"created_after": datetime(2024, 1, 1)}, "naive"),
+        ({"max_popularity": "few"}, "max_popularity must be a number"),
+        ({"max_popularity": float("nan")}, "finite"),
     ],
 )
 def test_bad_filters(kwargs: dict[str, Any], message: str) -> None:

@@ -97,6 +97,7 @@ def _matches(payload: dict[str, Any], filters: ItemFilter) -> bool:
         and (filters.tags is None or bool(set(payload["tags"]) & set(filters.tags)))
         and (filters.created_after is None or payload["created_at"] > filters.created_after)
         and (filters.created_until is None or payload["created_at"] <= filters.created_until)
+        and (filters.max_popularity is None or payload["popularity"] <= filters.max_popularity)
     )
 
 
