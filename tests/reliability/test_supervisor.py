@@ -37,7 +37,13 @@ class Supervised:
                  str(workers), str(healthcheck_seconds)],
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        self.workers = self.wait_for_workers(workers, previous=set(), within=60)
+        try:
+            self.workers = self.wait_for_workers(workers, previous=set(), within=60)
+        except BaseException:
+            # Not yet handed to the fixture that stops it: a service that never came up
+            # (restarting its workers in a loop, say) must not outlive the test.
+            self.stop()
+            raise
 
     def worker_pids(self) -> set[int]:
         return set(worker_pids(self.process.pid))
@@ -68,10 +74,16 @@ class Supervised:
         raise AssertionError(f"no {count} answering workers within {within} s: {log}")
 
     def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
         for pid in self.worker_pids():  # a stopped worker cannot take SIGTERM
             os.kill(pid, signal.SIGCONT)
         self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
 
 
 @pytest.fixture
