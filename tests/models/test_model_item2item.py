@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from recsys.models.base import ModelNotFittedError
 from recsys.models.configs import ItemToItemConfig
-from recsys.models.item2item import NEIGHBOURS_FILE, ItemToItemModel
+from recsys.models.item2item import NEIGHBOURS_FILE, ItemToItemModel, spd_inverse
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +119,26 @@ def test_weights_are_the_closed_form_of_the_paper() -> None:
     assert fitted.neighbours is not None
     # Every positive weight is kept (11 neighbours of 12 items), the others dropped.
     np.testing.assert_allclose(fitted.neighbours.toarray(), np.maximum(b, 0.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 2_047, 2_049])
+def test_the_cholesky_inverse_equals_numpys_in_place(n: int) -> None:
+    """``spd_inverse`` (EASE's inverse) against numpy's in double precision, on sizes at
+    and across the mirroring's block edge; it reuses the matrix's memory."""
+    rng = np.random.default_rng(n)
+    x = (rng.random((3 * n + 5, n)) < 0.02).astype(np.float32)
+    gram = x.T @ x
+    gram[np.diag_indices_from(gram)] += 10.0
+    expected = np.linalg.inv(gram.astype(np.float64))
+    work = gram.copy()
+    inverse = spd_inverse(work)
+    assert inverse.shape == (n, n) and inverse.dtype == np.float32
+    assert inverse.flags.c_contiguous and np.shares_memory(inverse, work)
+    np.testing.assert_allclose(inverse, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+    np.testing.assert_array_equal(inverse, inverse.T)
+
+
+def test_an_inverse_of_a_matrix_that_is_not_positive_definite_is_refused() -> None:
+    indefinite = np.array([[1.0, 2.0], [2.0, 1.0]], dtype=np.float32)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        spd_inverse(indefinite)
