@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +51,17 @@ def send(
     checked = validate_events(frame, event_types=TYPES)
     assert checked.rejects.empty
     recommender.ingest_events(checked.valid)
+
+
+@contextlib.contextmanager
+def feed_config(recommender: Recommender, **changes: Any) -> Iterator[None]:
+    """The recommender's feed config with ``changes`` for the length of a block."""
+    config = recommender.config
+    recommender.config = config.model_copy(update=changes)
+    try:
+        yield
+    finally:
+        recommender.config = config
 
 
 def categories_of(world: TrainedWorld) -> dict[str, str]:
@@ -103,12 +117,8 @@ def test_skipped_items_never_return_for_a_user_with_history(recommender: Recomme
     first = [i.item_id for i in recommender.feed(user, limit=20).items]
     send(recommender, user, first, "skip", start=1.8e9 + 200)
     # Without fatigue only the seen filter keeps them out (fatigue demotes, never removes).
-    config = recommender.config
-    recommender.config = config.model_copy(update={"fatigue_penalty": 0.0})
-    try:
+    with feed_config(recommender, fatigue_penalty=0.0):
         shown = {item for page in pages(recommender, user, 4, 50) for item in page}
-    finally:
-        recommender.config = config
     assert len(shown) == 200
     assert not set(first) & shown
 
@@ -206,12 +216,8 @@ def test_skips_and_dislikes_demote_similar_items(
     # exactly its penalty (the skipped items are gone either way, being consumed).
     demoted = {i.item_id: i for i in after.items if i.breakdown.get("fatigue", 0.0) < 0}
     assert demoted
-    config = recommender.config
-    try:
-        recommender.config = config.model_copy(update={"fatigue_penalty": 0.0})
+    with feed_config(recommender, fatigue_penalty=0.0):
         plain = {i.item_id: i for i in recommender.feed(user, limit=20).items}
-    finally:
-        recommender.config = config
     both = demoted.keys() & plain.keys()
     assert both
     for item_id in both:
@@ -429,14 +435,10 @@ def test_a_new_item_like_the_users_likes_gets_a_place_on_a_short_page(
     recommender.upsert_items(validate_items(new).valid)
     user = "new-jazz-fan"
     send(recommender, user, liked, "like")
-    config = recommender.config
-    try:
-        recommender.config = config.model_copy(update={"new_item_slots": 1})
+    with feed_config(recommender, new_item_slots=1):
         page = [i.item_id for i in recommender.feed(user, limit=10).items]
-        recommender.config = config.model_copy(update={"new_item_slots": 0})
+    with feed_config(recommender, new_item_slots=0):
         without = [i.item_id for i in recommender.feed(user, limit=10).items]
-    finally:
-        recommender.config = config
     assert "brand-new-jazz" in page
     if "brand-new-jazz" not in without:
         assert page == [*without[:9], "brand-new-jazz"]
@@ -474,14 +476,10 @@ def test_new_item_places_take_unliked_items_in_the_hybrid_order_and_say_why(
     recommender.upsert_items(validate_items(new).valid)
     user = "new-places-fan"
     send(recommender, user, liked, "like")
-    config = recommender.config
-    try:
-        recommender.config = config.model_copy(update={"new_item_slots": 1})
+    with feed_config(recommender, new_item_slots=1):
         with_places = inspect_feed(recommender, user, 10)
-        recommender.config = config.model_copy(update={"new_item_slots": 0})
+    with feed_config(recommender, new_item_slots=0):
         without = inspect_feed(recommender, user, 10)
-    finally:
-        recommender.config = config
 
     catalogue = recommender.require_state().catalogue
     (new_list,) = [lst for lst in with_places.lists if lst.name == NEW_ITEMS_LIST]
@@ -514,12 +512,8 @@ def test_a_trained_users_new_item_places_follow_their_hybrid_vector(
     from recsys.serving.sources import NEW_ITEM_SHORTLIST, NEW_ITEMS_LIST
 
     user = "demo-user-0007"
-    config = recommender.config
-    try:
-        recommender.config = config.model_copy(update={"new_item_slots": 1})
+    with feed_config(recommender, new_item_slots=1):
         seen = inspect_feed(recommender, user, 10)
-    finally:
-        recommender.config = config
     state = recommender.require_state()
     user_vector = state.index.get_user_vector(user, "hybrid")
     assert user_vector is not None
