@@ -126,8 +126,8 @@ class FeedConfig(BaseModel):
     # validation splits of ml-latest-small, two places on pages of 10 lifted the cold-item
     # protocol's NDCG@10 from 0 to 0.0126 (content alone 0.0114; one place 0.0080) and cost
     # 8.0 % on the temporal one (0.1453 -> 0.1337; one place 5.7 %) and 8.9 % on the
-    # stratified one (0.2208 -> 0.2012). Turn it on where new
-    # items must be seen to be judged.
+    # stratified one (0.2208 -> 0.2012). Turn it on where new items must be seen to be
+    # judged.
     new_item_slots: int = Field(default=0, ge=0)
     # The model whose stored user vector picks those new items (content's likeness to the
     # user's likes where a version or a user lacks it): on the cold-item protocol's

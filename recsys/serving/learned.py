@@ -14,8 +14,8 @@ import numpy as np
 from recsys import registry
 from recsys.models.activity import ItemActivity
 from recsys.serving.features import candidate_features, union
-from recsys.serving.ranking import Ranked, Ranker
-from recsys.serving.sources import NEW_ITEMS_LIST, CandidateList, FeedRequest
+from recsys.serving.ranking import Ranked, Ranker, new_item_positions
+from recsys.serving.sources import CandidateList, FeedRequest
 
 
 class LearnedRanker(Ranker):
@@ -63,12 +63,5 @@ class LearnedRanker(Ranker):
             present=present,
             sources=sources,
             explain=explain,
-            new_items=next(
-                (
-                    at[at >= 0]
-                    for candidate_list, at in zip(lists, candidates.places, strict=True)
-                    if candidate_list.name == NEW_ITEMS_LIST
-                ),
-                None,
-            ),
+            new_items=new_item_positions(lists, candidates.ids),
         )

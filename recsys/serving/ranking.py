@@ -8,7 +8,7 @@ items too new for behaviour to vouch for.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,15 +122,17 @@ class BlendRanker(Ranker):
             parts=weighted,
             present=present,
             sources=sources,
-            new_items=new_item_positions(lists, slot),
+            new_items=new_item_positions(lists, ids),
         )
 
 
-def new_item_positions(lists: list[CandidateList], slot: Mapping[str, int]) -> np.ndarray | None:
-    """Where the new-item list's candidates stand among ``slot``'s (item id to position),
-    in the list's order; those not there (served already) left out."""
+def new_item_positions(lists: list[CandidateList], ids: Sequence[str]) -> np.ndarray | None:
+    """Where the new-item list's candidates stand among the ranked ``ids``, in the list's
+    order; those not there (served already) left out. None without such a list (the
+    page's new-item places are off)."""
     for candidates in lists:
         if candidates.name == NEW_ITEMS_LIST:
+            slot = {item_id: position for position, item_id in enumerate(ids)}
             found = (slot.get(hit.item_id, -1) for hit in candidates.hits)
             positions = np.fromiter(found, np.int64, len(candidates.hits))
             return positions[positions >= 0]
