@@ -29,6 +29,7 @@ from recsys.serving import (
 from recsys.store import Store, open_store
 from recsys.store.events import InsertResult
 from recsys.vectors.edge_files import copy_sparse
+from tests.reliability.service import copy_home
 
 with warnings.catch_warnings():
     # Starlette suggests another HTTP client package for its test client; httpx is the
@@ -197,7 +198,7 @@ class World:
 
 def copy_world(template: Path, home: Path, **settings: Any) -> World:
     """A private copy of a trained home, so a test module's writes stay its own."""
-    shutil.copytree(template, home, copy_function=copy_sparse)
+    copy_home(template, home)
     config = settings_for(home, **settings)
     store = open_store(config)
     recommender = Recommender.open(store, config)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +19,6 @@ from recsys.serving import Recommender
 from recsys.store import open_store
 from recsys.store.events import count_events, user_events
 from recsys.vectors.edge import EdgeIndex, EdgeStore
-from recsys.vectors.edge_files import copy_sparse
 from tests.api.helpers import (
     API_KEYS,
     WRITE_KEY,
@@ -32,6 +30,7 @@ from tests.api.helpers import (
     path_id,
     settings_for,
 )
+from tests.reliability.service import copy_home
 
 ITEM_KEYS = {"item_id", "score", "sources", "reason"}
 FEED_KEYS = {"user_id", "items", "model_version", "next_cursor", "degraded", "feed_id", "variant"}
@@ -337,7 +336,7 @@ def test_index_that_cannot_open_degrades_then_recovers(
     trained_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A home of its own: a Qdrant Edge shard may be open only once per process.
-    shutil.copytree(trained_template, tmp_path / "home", copy_function=copy_sparse)
+    copy_home(trained_template, tmp_path / "home")
     settings = settings_for(tmp_path / "home", api_keys=API_KEYS)
     store = open_store(settings)
     real_open = EdgeStore.open_version

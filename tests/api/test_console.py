@@ -5,7 +5,6 @@ tests/browser/)."""
 from __future__ import annotations
 
 import re
-import shutil
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,6 @@ from recsys.evaluation.report import write_report
 from recsys.evaluation.report_document import ModelResult
 from recsys.store.events import user_events
 from recsys.store.overview import store_counts
-from recsys.vectors.edge_files import copy_sparse
 from tests.api.helpers import (
     API_KEYS,
     READ_KEY,
@@ -34,6 +32,7 @@ from tests.api.helpers import (
     copy_world,
     path_id,
 )
+from tests.reliability.service import copy_home
 
 CLONE = "20991231T000000Z-c10ne0"
 
@@ -60,7 +59,7 @@ def make_reports(directory: Path, users: list[str], items: list[str]) -> list[st
 def world(trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("console")
     template = root / "template"
-    shutil.copytree(trained_template, template, copy_function=copy_sparse)
+    copy_home(trained_template, template)
     live = (template / "vectors" / "CURRENT").read_text().strip()
     clone_version(template, live, CLONE)
     home = root / "home"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,8 +23,8 @@ from recsys.api.metrics import METRICS_DIR_ENV
 from recsys.api.server import SETTINGS_ENV, is_loopback
 from recsys.api.workers import WorkerSupervisor, listening_socket
 from recsys.config import Settings
-from recsys.vectors.edge_files import copy_sparse
 from tests.api.helpers import API_KEYS, READ_KEY, WRITE_KEY, bearer, settings_for
+from tests.reliability.service import copy_home
 
 
 @pytest.fixture
@@ -143,7 +142,7 @@ def server(
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """``recsys.api.serve`` in its own process, on loopback, with read and write keys."""
     root = tmp_path_factory.mktemp("server")
-    shutil.copytree(trained_template, root / "home", copy_function=copy_sparse)
+    copy_home(trained_template, root / "home")
     port = free_port()
     env = {
         **os.environ,
