@@ -489,7 +489,13 @@ def test_new_item_places_take_unliked_items_in_the_hybrid_order_and_say_why(
     if "unliked-kit" in listed:
         assert listed.index("unliked-stew") < listed.index("unliked-kit")
     page = {item.item_id: item for item in with_places.page}
-    assert listed[0] in page and page[listed[0]].reason.startswith("new in ")
+    new_on_page = [i for i in page if catalogue.popularity[catalogue.index[i]] == 0]
+    assert new_on_page, "the page keeps a place for an item nobody had liked"
+    # The place goes to the list's first item, unless the ranking had put a new item on
+    # the page by its own score (the stew repeats a liked item's text): a page that has
+    # one keeps its picks (the page step's own test covers both cases).
+    if listed[0] in page:
+        assert page[listed[0]].reason.startswith("new in ")
     assert not any(lst.name == NEW_ITEMS_LIST for lst in without.lists)
     # The list gives the rankers candidates, not a signal: the others keep their order.
     common = sorted(set(with_places.candidates) & set(without.candidates))
