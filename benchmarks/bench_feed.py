@@ -500,8 +500,10 @@ def instrumented(recommender: Any, clock: StageClock) -> Iterator[list[str]]:
         ("recsys.serving.sources", "NeighbourSource.lists", "item2item"),
         ("recsys.serving.learned", "LearnedRanker.rank", "ranker"),
         ("recsys.serving.learned", "candidate_features", "features"),
-        ("recsys.models.ranker", "RankerModel.score", "score"),
-        ("recsys.models.ranker", "RankerModel.contributions", "explain"),
+        # One walk of the trees per page; scores and explanations read the leaves it found.
+        ("recsys.models.ranker", "RankerModel.leaves", "score"),
+        ("recsys.models.ranker", "RankerModel.score_leaves", "score"),
+        ("recsys.models.ranker", "RankerModel.contributions_of", "explain"),
         ("recsys.serving.ranking", "BlendRanker.rank", "blend"),
         ("recsys.serving.page", "fatigue", "fatigue"),
         ("recsys.serving.page", "diversify", "diversify"),

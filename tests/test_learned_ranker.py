@@ -115,20 +115,20 @@ def test_training_and_serving_compute_the_same_features(recommender: Recommender
     served: dict[str, np.ndarray] = {}
     model = state.ranker
     assert model is not None
-    original = model.score
+    original = model.leaves
 
     def capture(matrix: np.ndarray) -> np.ndarray:
         served["matrix"] = matrix.copy()
         return original(matrix)
 
-    model.score = capture  # type: ignore[method-assign]
+    model.leaves = capture  # type: ignore[method-assign]
     try:
         history = recommender.history(state, user)
         request = recommender.request(state, user, history, 10, set(), None)
         lists = gather(default_sources(), request)
         ranked = LearnedRanker().rank(request, lists, set())
     finally:
-        del model.score
+        del model.leaves
     assert ranked is not None
     as_training = _as_training(state)
     trained = user_features(
@@ -257,6 +257,7 @@ def test_ranker_file_round_trips_as_text(recommender: Recommender, tmp_path: Pat
     assert loaded is not None and loaded.features == model.features
     matrix = np.random.default_rng(0).normal(size=(50, len(model.features)))
     np.testing.assert_allclose(loaded.score(matrix), model.score(matrix))
+    np.testing.assert_allclose(loaded.score(matrix), model.booster.predict(matrix), rtol=1e-12)
     assert RankerModel.load(tmp_path / "nothing-here") is None
     sidecar = tmp_path / "ranker" / "ranker.json"
     sidecar.write_text(sidecar.read_text().replace('"format_version": 1', '"format_version": 9'))
@@ -298,6 +299,10 @@ def test_contributions_add_up_to_the_score_and_credit_the_feature_that_decides()
     parts = model.contributions(rows)
     assert parts.shape == (40, len(model.family_names))
     np.testing.assert_allclose(parts.sum(axis=1), booster.predict(rows, raw_score=True))
+    # The score a page ranks by is the sum of the leaves the same call found: LightGBM's own.
+    np.testing.assert_allclose(model.score(rows), booster.predict(rows), rtol=1e-12, atol=1e-12)
+    leaves = model.leaves(rows)
+    np.testing.assert_array_equal(model.contributions_of(leaves[5:9]), parts[5:9])
     # The baseline is the same for every row; the deciding feature's family moves most.
     assert np.ptp(parts[:, -1]) == 0.0
     spread = np.abs(parts[:, :-1]).mean(axis=0)

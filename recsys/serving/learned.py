@@ -34,7 +34,8 @@ class LearnedRanker(Ranker):
             raise ValueError("this version has no learned ranker")
         activity: ItemActivity = request.state.activity
         matrix = candidate_features(request, lists, candidates, activity, model.features)
-        raw = model.score(matrix)
+        leaves = model.leaves(matrix)
+        raw = model.score_leaves(leaves)
         # Min-max to [0, 1] within the page, the scale the page step's fatigue penalty and
         # MMR work on (as the blend's scores do).
         low, high = float(raw.min()), float(raw.max())
@@ -49,7 +50,7 @@ class LearnedRanker(Ranker):
         def explain(positions: list[int]) -> list[dict[str, float]]:
             if not positions:
                 return []
-            parts = model.contributions(matrix[positions]) * scale
+            parts = model.contributions_of(leaves[positions]) * scale
             # The parts add up to the page's score: the min-max shift joins the baseline.
             parts[:, -1] = parts[:, -1] - low * scale if scale else 1.0
             families = model.family_names
