@@ -94,6 +94,17 @@ def union(
     return Candidates(ids, request.state.catalogue.rows(ids), places)
 
 
+def proposed_by(
+    lists: list[CandidateList], candidates: Candidates, sources: tuple[str, ...]
+) -> np.ndarray:
+    """Per candidate and source, whether one of the source's lists proposed it (the page
+    names these as an item's sources)."""
+    present = np.zeros((len(candidates.ids), len(sources)), dtype=bool)
+    for candidate_list, at in zip(lists, candidates.places, strict=True):
+        present[at[at >= 0], sources.index(candidate_list.source)] = True
+    return present
+
+
 def candidate_features(
     request: FeedRequest,
     lists: list[CandidateList],

@@ -13,7 +13,7 @@ import numpy as np
 
 from recsys import registry
 from recsys.models.activity import ItemActivity
-from recsys.serving.features import candidate_features, union
+from recsys.serving.features import candidate_features, proposed_by, union
 from recsys.serving.ranking import Ranked, Ranker, new_item_positions
 from recsys.serving.sources import CandidateList, FeedRequest
 
@@ -42,10 +42,7 @@ class LearnedRanker(Ranker):
         scale = 1.0 / (high - low) if high - low > 1e-12 else 0.0
         scores = (raw - low) * scale if scale else np.ones_like(raw)
         sources = registry.feed_sources()
-        # Which sources proposed each candidate: the page lists them as its sources.
-        present = np.zeros((len(candidates.ids), len(sources)), dtype=bool)
-        for candidate_list, at in zip(lists, candidates.places, strict=True):
-            present[at[at >= 0], sources.index(candidate_list.source)] = True
+        present = proposed_by(lists, candidates, sources)
 
         def explain(positions: list[int]) -> list[dict[str, float]]:
             if not positions:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys import registry
-from recsys.serving.cursor import item_hash
+from recsys.serving.features import proposed_by, union
 from recsys.serving.sources import NEW_ITEMS_LIST, CandidateList, FeedRequest, blend_weights
 
 
@@ -73,40 +73,32 @@ class BlendRanker(Ranker):
         self, request: FeedRequest, lists: list[CandidateList], served: set[bytes]
     ) -> Ranked | None:
         config = request.config
+        candidates = union(request, lists, served)
+        if candidates is None:
+            return None
+        ids = candidates.ids
         sources = registry.feed_sources()
         column_of = {s: j for j, s in enumerate(sources)}
-        # Every hit of every list as (item, source column, share x normalised score), then
-        # summed per item and source in one scatter-add. A source's second list (the recent
-        # likes) counts towards its column at its share.
-        hit_ids: list[str] = []
-        hit_columns: list[int] = []
-        hit_values: list[np.ndarray] = []
-        for candidates in lists:
-            hits = candidates.hits
+        # Each list's share x normalised score, summed per item and source column: a
+        # source's second list (the recent likes) counts towards its column at its share.
+        contributions = np.zeros((len(ids), len(sources)))
+        for candidate_list, at in zip(lists, candidates.places, strict=True):
+            hits = candidate_list.hits
             if not hits:
                 continue
+            # Normalised over the whole list, served items included: a later page keeps
+            # the scale the list had on the first.
             normalised = normalise(np.fromiter((h.score for h in hits), np.float64, len(hits)))
-            names = [h.item_id for h in hits]
-            if served:
-                fresh = np.fromiter((item_hash(i) not in served for i in names), bool, len(names))
-                names = [i for i, keep in zip(names, fresh, strict=True) if keep]
-                normalised = normalised[fresh]
-            hit_ids.extend(names)
-            hit_columns.extend([column_of[candidates.source]] * len(names))
-            hit_values.append(candidates.share * normalised)
-        if not hit_ids:
-            return None
-        slot = {item_id: position for position, item_id in enumerate(dict.fromkeys(hit_ids))}
-        ids = list(slot)
-        positions = np.fromiter((slot[i] for i in hit_ids), np.int64, len(hit_ids))
-        columns = np.asarray(hit_columns, dtype=np.int64)
-        contributions = np.zeros((len(ids), len(sources)))
-        np.add.at(contributions, (positions, columns), np.concatenate(hit_values))
-        present = np.zeros_like(contributions, dtype=bool)
-        present[positions, columns] = True
+            fresh = at >= 0
+            np.add.at(
+                contributions[:, column_of[candidate_list.source]],
+                at[fresh],
+                candidate_list.share * normalised[fresh],
+            )
+        present = proposed_by(lists, candidates, sources)
 
         catalogue = request.state.catalogue
-        rows = catalogue.rows(ids)
+        rows = candidates.rows
         popularity = np.where(rows >= 0, catalogue.popularity[np.maximum(rows, 0)], 0.0)
         coldness = np.clip(1.0 - popularity / max(config.cold_item_interactions, 1), 0.0, 1.0)
         # Cold items lean on the sources that can judge them without interactions.
