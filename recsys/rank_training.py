@@ -16,6 +16,7 @@ the hand blend's on the very same candidates by the configured margin.
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -74,9 +75,11 @@ class Holdout:
         """Mask of the triples that are events."""
         return np.ones(len(self.rows), bool) if self.ignored is None else ~self.ignored
 
+    @functools.cached_property
     def held_net_weights(self) -> pd.DataFrame:
         """The held-back events' summed signal weight per (user row, item column): columns
-        ``row``, ``col``, ``weight`` (a like then a skip of one item nets their sum)."""
+        ``row``, ``col``, ``weight`` (a like then a skip of one item nets their sum). Read
+        by the labels and by the turned-down negatives: summed once per holdout."""
         held = self.held
         frame = pd.DataFrame(
             {
@@ -122,7 +125,7 @@ def labelled_users(holdout: Holdout) -> pd.DataFrame:
     else:
         moments = pd.Series(holdout.times[held], index=holdout.rows[held])
         moments = moments.groupby(level=0).min()
-    pairs = holdout.held_net_weights()
+    pairs = holdout.held_net_weights
     # An item the user had before is consumed (never proposed again): not a label.
     consumed = holdout.train.matrix if holdout.consumed is None else holdout.consumed
     before = np.asarray(consumed[pairs["row"].to_numpy(), pairs["col"].to_numpy()]).ravel()
@@ -155,7 +158,7 @@ def rejected_in_holdout(holdout: Holdout, labels: pd.DataFrame) -> pd.DataFrame:
     a bounced view): (row, col) pairs. Items the user was put in front of and turned down
     tell the ranker what the user does not want, where a random candidate mostly tells it
     what the user never came across."""
-    net = holdout.held_net_weights()
+    net = holdout.held_net_weights
     turned_down = (net["weight"] < 0) & net["row"].isin(labels["row"].unique())
     return net.loc[turned_down, ["row", "col"]].reset_index(drop=True)
 
