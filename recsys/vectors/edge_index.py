@@ -241,8 +241,7 @@ class EdgeIndex(VectorIndex):
         within: Nearest | None = None,
     ) -> list[Hit]:
         query = qe.Query.Nearest(vector.tolist(), using=vector_name)
-        params = self._exact if exact else self._params
-        prefetch = shortlist(within, params) if within is not None else None
+        prefetch = shortlist(within, self._search_params(exact)) if within is not None else None
         return self._query(query, limit, edge_filter(filters), exact, prefetch)
 
     def _recommend(
@@ -285,13 +284,17 @@ class EdgeIndex(VectorIndex):
             prefetches=[prefetch] if prefetch is not None else None,
             filter=query_filter,
             with_payload=True,
-            params=self._exact if exact else self._params,
+            params=self._search_params(exact),
         )
         return [
             Hit(item_id=point.payload["item_id"], score=point.score, payload=point.payload)
             for point in self._shard(ITEMS).query(request)
             if point.payload is not None
         ]
+
+    def _search_params(self, exact: bool) -> qe.SearchParams | None:
+        """An exhaustive search when asked for, else the configured HNSW search."""
+        return self._exact if exact else self._params
 
     def query_batch(self, queries: Sequence[BatchQuery]) -> list[list[Hit]]:
         # One retrieve for every example vector and one query_batch for every query: the
