@@ -61,5 +61,5 @@ class LearnedRanker(Ranker):
             present=present,
             sources=sources,
             explain=explain,
-            new_items=new_item_positions(lists, candidates.ids),
+            new_items=new_item_positions(lists, candidates),
         )

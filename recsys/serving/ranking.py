@@ -8,13 +8,13 @@ items too new for behaviour to vouch for.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from recsys import registry
-from recsys.serving.features import proposed_by, union
+from recsys.serving.features import Candidates, proposed_by, union
 from recsys.serving.sources import NEW_ITEMS_LIST, CandidateList, FeedRequest, blend_weights
 
 
@@ -114,20 +114,17 @@ class BlendRanker(Ranker):
             parts=weighted,
             present=present,
             sources=sources,
-            new_items=new_item_positions(lists, ids),
+            new_items=new_item_positions(lists, candidates),
         )
 
 
-def new_item_positions(lists: list[CandidateList], ids: Sequence[str]) -> np.ndarray | None:
-    """Where the new-item list's candidates stand among the ranked ``ids``, in the list's
-    order; those not there (served already) left out. None without such a list (the
-    page's new-item places are off)."""
-    for candidates in lists:
-        if candidates.name == NEW_ITEMS_LIST:
-            slot = {item_id: position for position, item_id in enumerate(ids)}
-            found = (slot.get(hit.item_id, -1) for hit in candidates.hits)
-            positions = np.fromiter(found, np.int64, len(candidates.hits))
-            return positions[positions >= 0]
+def new_item_positions(lists: list[CandidateList], candidates: Candidates) -> np.ndarray | None:
+    """Where the new-item list's candidates stand among the ranked ``candidates``, in the
+    list's order; those not there (served already) left out. None without such a list
+    (the page's new-item places are off)."""
+    for candidate_list, at in zip(lists, candidates.places, strict=True):
+        if candidate_list.name == NEW_ITEMS_LIST:
+            return at[at >= 0]
     return None
 
 

@@ -177,7 +177,7 @@ class ClientIndex(VectorIndex):
                 using=within.vector_name,
                 filter=client_filter(within.filters),
                 limit=within.limit,
-                params=self._exact if exact else self._params,
+                params=self._search_params(exact),
             )
         return self._query(vector.tolist(), vector_name, limit, filters, exact, prefetch)
 
@@ -211,6 +211,11 @@ class ClientIndex(VectorIndex):
             return []
         return query(pos, neg)
 
+    def _search_params(self, exact: bool) -> models.SearchParams | None:
+        """An exhaustive search when asked for, else the configured HNSW search (neither
+        in local mode, which always searches exhaustively)."""
+        return self._exact if exact else self._params
+
     def _query(
         self,
         query: Any,
@@ -227,7 +232,7 @@ class ClientIndex(VectorIndex):
             using=vector_name,
             limit=limit,
             query_filter=client_filter(filters),
-            search_params=self._exact if exact else self._params,
+            search_params=self._search_params(exact),
             with_payload=True,
         )
         return [
