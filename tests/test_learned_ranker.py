@@ -21,6 +21,7 @@ from recsys.rank_training import (
     grade,
     labelled_users,
     ndcg_at_k,
+    ndcg_of_lists,
     user_features,
 )
 from recsys.serving import Recommender
@@ -388,6 +389,28 @@ def test_ndcg_counts_relevant_items_no_source_proposed() -> None:
         np.array([4.0, 3.0, 2.0, 1.0]), labels, relevant=2
     )
     assert ndcg_at_k(np.array([1.0]), np.array([0]), relevant=0) == 0.0
+
+
+def test_ndcg_of_many_lists_is_each_lists_own_ndcg() -> None:
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 40, 200)
+    lengths[:3] = [1, 5, 12]
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    # Few distinct scores, so ties are common and their order must be the list's.
+    scores = rng.integers(0, 6, bounds[-1]).astype(np.float64)
+    labels = (rng.random(bounds[-1]) < 0.2) * rng.integers(1, 4, bounds[-1])
+    proposed = np.add.reduceat(labels > 0, bounds[:-1])
+    relevant = proposed + rng.integers(0, 3, len(lengths))
+    relevant[0] = 0
+    batched = ndcg_of_lists(scores, labels, bounds, relevant)
+    for i in range(len(lengths)):
+        part, marks = scores[bounds[i] : bounds[i + 1]], labels[bounds[i] : bounds[i + 1]]
+        order = sorted(range(len(part)), key=lambda j: (-part[j], j))[:10]
+        gain = sum(1 / np.log2(place + 2) for place, j in enumerate(order) if marks[j] > 0)
+        ideal = sum(1 / np.log2(place + 2) for place in range(min(relevant[i], 10)))
+        assert batched[i] == pytest.approx(gain / ideal if relevant[i] else 0.0)
+        assert ndcg_at_k(part, marks, int(relevant[i])) == pytest.approx(batched[i])
+    assert batched[0] == 0.0 and (batched[1:] > 0).any()
 
 
 def _quiet_candidates(
