@@ -189,9 +189,7 @@ def gate_metrics(
     if isinstance(split, str):
         return {"skipped": split}, None, None
     holdout, test = split.holdout, split.targets
-    train, consumed = holdout.train, holdout.consumed
-    if consumed is None:
-        consumed = train.matrix
+    train, consumed = holdout.train, holdout.consumed_before()
     user_rows = test["row"].unique()
     if len(user_rows) > GATE_MAX_USERS:
         user_rows = np.random.default_rng(seed).choice(user_rows, GATE_MAX_USERS, replace=False)

@@ -65,11 +65,16 @@ class Holdout:
     train: InteractionData
     # True where the triple is an ignored impression (a weak negative), not an event.
     ignored: np.ndarray | None = None
-    # The events before the holdout (no impressions): what each user already consumed.
-    # None: ``train.matrix`` (there are no impressions).
+    # The events before the holdout (no impressions), when there are impressions: read
+    # through ``consumed_before``.
     consumed: sp.csr_matrix | None = None
     # The held-back events are a random share of each user's, not their newest.
     randomly: bool = False
+
+    def consumed_before(self) -> sp.csr_matrix:
+        """What each user acted on before the holdout: never recommended again, so never
+        a hit nor a label (``train.matrix`` when no ignored impression is in it)."""
+        return self.train.matrix if self.consumed is None else self.consumed
 
     def events(self) -> np.ndarray:
         """Mask of the triples that are events."""
@@ -127,7 +132,7 @@ def labelled_users(holdout: Holdout) -> pd.DataFrame:
         moments = moments.groupby(level=0).min()
     pairs = holdout.held_net_weights
     # An item the user had before is consumed (never proposed again): not a label.
-    consumed = holdout.train.matrix if holdout.consumed is None else holdout.consumed
+    consumed = holdout.consumed_before()
     before = np.asarray(consumed[pairs["row"].to_numpy(), pairs["col"].to_numpy()]).ravel()
     pairs = pairs[(pairs["weight"] > 0) & (before == 0)]
     pairs["grade"] = grade(pairs["weight"].to_numpy())
