@@ -135,14 +135,31 @@ class GateSplit:
 
     holdout: Holdout
     targets: pd.DataFrame
+    # Mask of the builder's triples known before the holdout (``known_before_holdout``):
+    # what an earlier window draws from.
+    known_before: np.ndarray
 
 
-def gate_split(builder: InteractionBuilder, settings: Settings, seed: int = 0) -> GateSplit | str:
+def gate_split(
+    builder: InteractionBuilder,
+    settings: Settings,
+    seed: int = 0,
+    *,
+    within: np.ndarray | None = None,
+) -> GateSplit | str:
     """Hold back each user's newest ``gate_holdout_fraction`` of events (a random share of
     them with ``gate_holdout = "random"``, or for events without time); a string says why
-    there is no holdout to learn from."""
+    there is no holdout to learn from.
+
+    ``within`` (a mask of the builder's triples) draws the split from those triples alone,
+    as if the rest had never happened: an earlier window is drawn within what every user
+    had before a later one, so neither its fits nor its labels see the later events."""
     rows, cols, vals, times = builder.triples()
     ignored = builder.ignored_mask()
+    if within is not None:
+        rows, cols, vals, times, ignored = (
+            array[within] for array in (rows, cols, vals, times, ignored)
+        )
     if int((~ignored).sum()) < 100:
         return "too few events for a holdout"
     # Events without time (all logged at one moment) have no newest to hold out.
@@ -152,10 +169,15 @@ def gate_split(builder: InteractionBuilder, settings: Settings, seed: int = 0) -
     )
     if not held.any() or held.all():
         return "no user has enough events for a holdout"
-    train = builder.build(keep=known_before_holdout(rows, times, held, ignored))
+    known_before = known_before_holdout(rows, times, held, ignored)
+    train = builder.build(keep=_of_all_triples(known_before, within))
     # What each user acted on before the holdout: never recommended again, so never a hit.
     # An ignored impression is a weak negative in training, not a consumed item.
-    consumed = builder.build(keep=~held & ~ignored).matrix if ignored.any() else train.matrix
+    consumed = (
+        builder.build(keep=_of_all_triples(~held & ~ignored, within)).matrix
+        if ignored.any()
+        else train.matrix
+    )
     targets = (
         pd.DataFrame({"row": rows[held], "col": cols[held], WEIGHT: vals[held]})
         .groupby(["row", "col"], as_index=False)[WEIGHT]
@@ -171,7 +193,16 @@ def gate_split(builder: InteractionBuilder, settings: Settings, seed: int = 0) -
         # every positive one was consumed before.
         return "the holdout has no new positive interaction"
     holdout = Holdout(rows, cols, vals, times, held, train, ignored, consumed, randomly=randomly)
-    return GateSplit(holdout, targets)
+    return GateSplit(holdout, targets, _of_all_triples(known_before, within))
+
+
+def _of_all_triples(mask: np.ndarray, within: np.ndarray | None) -> np.ndarray:
+    """A mask over the triples ``within`` selects, as a mask over all of them."""
+    if within is None:
+        return mask
+    widened = np.zeros(len(within), dtype=bool)
+    widened[within] = mask
+    return widened
 
 
 def gate_metrics(
@@ -224,21 +255,30 @@ def gate_metrics(
 def more_label_windows(
     builder: InteractionBuilder, settings: Settings, holdout: Holdout | None
 ) -> list[LabelWindow]:
-    """Further random holdouts for the ranker to learn from (``ranker.label_windows``),
-    each with the gated model fitted on the events before it: only when the gate's
-    holdout was drawn at random and fewer users than ``ranker.max_users`` have labels."""
+    """Further holdouts for the ranker to learn from (``ranker.label_windows``), each with
+    the gated model fitted on the events before it, when fewer users than
+    ``ranker.max_users`` have labels. Held back at random, each is another random share of
+    every user's events; held back as each user's newest, each goes one step further back
+    in time: the newest events of what every user had before the window after it."""
     config = settings.ranker
-    if holdout is None or not holdout.randomly or config.label_windows < 2 or not config.enabled:
+    if holdout is None or config.label_windows < 2 or not config.enabled:
         return []
     if labelled_users(holdout)["row"].nunique() >= config.max_users:
         return []
     windows = []
     spec = registry.gated()
+    ignored = np.zeros(len(holdout.rows), bool) if holdout.ignored is None else holdout.ignored
+    earlier = known_before_holdout(holdout.rows, holdout.times, holdout.held, ignored)
     for seed in range(1, config.label_windows):
-        split = gate_split(builder, settings, seed=seed)
-        if isinstance(split, GateSplit):
-            model = spec.create(settings).fit(split.holdout.train)
-            windows.append(LabelWindow(split.holdout, {spec.name: model}))
+        if holdout.randomly:
+            split = gate_split(builder, settings, seed=seed)
+        else:
+            split = gate_split(builder, settings, within=earlier)
+        if not isinstance(split, GateSplit):
+            break
+        model = spec.create(settings).fit(split.holdout.train)
+        windows.append(LabelWindow(split.holdout, {spec.name: model}))
+        earlier = split.known_before
     return windows
 
 

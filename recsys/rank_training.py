@@ -6,7 +6,9 @@ published into a throwaway embedded vector index and opened as a serving state, 
 labelled user's candidates and features come from the serving code itself: the user's
 history read from the store as of the start of their held-back events, the feed's
 candidate sources, ``features.candidate_features``. Training and serving therefore see the
-same features by construction.
+same features by construction. On small data the ranker learns from more than one such
+window (``ranker.label_windows``): further random holdouts, or, for the newest events, the
+newest events of what each user had before the window after it, with their own fits.
 
 Labels are graded from the signal weights of the held-back events (a like above a long
 view above a short one; nothing or a negative is 0). The number of trees is chosen by

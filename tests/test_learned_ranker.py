@@ -518,13 +518,15 @@ def test_random_holdouts_give_the_ranker_a_second_window(tmp_path: Path) -> None
         world.store.dispose()
 
 
-def test_one_window_when_asked_or_when_the_holdout_is_the_newest_events(
+def test_newest_holdouts_give_the_ranker_an_earlier_window_and_one_when_asked(
     trained_world: TrainedWorld, tmp_path: Path
 ) -> None:
+    """Each user's newest events held back, the ranker also learns from the window before
+    them (tests/test_label_windows.py: what that window sees); one window when asked."""
     with trained_world.store.read() as conn:
         newest = list_runs(conn)[0].metrics["ranker"]
-    assert newest["labels"] == "newest" and newest["windows"] == 1
-    assert newest["lists"] == newest["users"]
+    assert newest["labels"] == "newest" and newest["windows"] == 2
+    assert newest["users"] < newest["lists"] <= 2 * newest["users"]
     world = build_trained_world(
         tmp_path / "home",
         scale=0.2,
