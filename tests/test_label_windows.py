@@ -12,7 +12,7 @@ import pandas as pd
 from pipelines.train import GateSplit, gate_split, more_label_windows
 from recsys import registry
 from recsys.config import RankerConfig, Settings, SignalWeights
-from recsys.rank_training import labelled_users
+from recsys.rank_training import UserLists, forward_check, labelled_users
 from recsys.signals import InteractionBuilder
 
 NOW = 1_700_000_000.0
@@ -106,3 +106,44 @@ def test_newest_holdouts_give_the_ranker_windows_further_back_in_time() -> None:
     assert all(window.fitted[registry.gated().name].is_fitted for window in windows)
     # One window when asked.
     assert more_label_windows(builder, settings(label_windows=1), later.holdout) == []
+
+
+def _lists(window: int, likes_high: bool, rng: np.random.Generator) -> list[UserLists]:
+    """60 users of 30 candidates: the 3 relevant ones are those with the highest first
+    feature (``likes_high``) or the lowest; the blend's scores are noise."""
+    out = []
+    for user in range(60):
+        features = rng.random((30, 2))
+        order = np.argsort(-features[:, 0] if likes_high else features[:, 0])
+        labels = np.zeros(30, dtype=np.int64)
+        labels[order[:3]] = 3
+        out.append(
+            UserLists(f"u{user}", features, labels, rng.random(30), relevant=3, window=window)
+        )
+    return out
+
+
+def test_the_forward_check_scores_the_newest_window_with_a_ranker_of_the_earlier_ones() -> None:
+    params = {
+        "objective": "lambdarank",
+        "num_leaves": 7,
+        "min_data_in_leaf": 5,
+        "seed": 0,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+    config = RankerConfig()
+    rng = np.random.default_rng(0)
+    names = ("first", "second")
+    earlier = _lists(1, likes_high=True, rng=rng)
+    # The newest window wants what the earlier one taught: the ranker finds it.
+    same = forward_check(params, [*_lists(0, True, rng), *earlier], names, 30, rng, config)
+    assert same["forward_users"] == 60
+    assert same["forward_ndcg@10"] > 0.9 > 0.5 > same["forward_blend_ndcg@10"]
+    # Tastes turned around: what the earlier window taught ranks the relevant items last,
+    # however well it fitted there; the blend's noise scores above it.
+    turned = forward_check(params, [*_lists(0, False, rng), *earlier], names, 30, rng, config)
+    assert turned["forward_ndcg@10"] < 0.05 < turned["forward_blend_ndcg@10"]
+    # One window: nothing to say.
+    assert forward_check(params, _lists(0, True, rng), names, 30, rng, config) == {}

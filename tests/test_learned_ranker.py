@@ -527,6 +527,9 @@ def test_newest_holdouts_give_the_ranker_an_earlier_window_and_one_when_asked(
         newest = list_runs(conn)[0].metrics["ranker"]
     assert newest["labels"] == "newest" and newest["windows"] == 2
     assert newest["users"] < newest["lists"] <= 2 * newest["users"]
+    # A ranker of the earlier window alone, scored on the newest one.
+    assert 0 < newest["forward_users"] < newest["lists"]
+    assert 0.0 <= newest["forward_ndcg@10"] <= 1.0 and 0.0 <= newest["forward_blend_ndcg@10"] <= 1.0
     world = build_trained_world(
         tmp_path / "home",
         scale=0.2,
