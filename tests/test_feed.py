@@ -419,14 +419,17 @@ def test_a_new_item_like_the_users_likes_gets_a_place_on_a_short_page(
     import time
 
     liked = topic_items(trained_world, "jazz", 3)
-    anchor = trained_world.items.set_index("item_id").loc[liked[0]]
+    # Made of all three likes (their texts and tags together), so that it is the new item
+    # most like them: one copy of a single like's text can lose that place to an item
+    # nobody had liked that resembles all three.
+    sources = trained_world.items.set_index("item_id").loc[liked]
     new = pd.DataFrame(
         [
             {
                 "item_id": "brand-new-jazz",
-                "title": str(anchor["title"]) + " (live)",
-                "text": anchor["text"],
-                "tags": list(anchor["tags"]),
+                "title": str(sources["title"].iloc[0]) + " (live)",
+                "text": " ".join(sources["text"].astype(str)),
+                "tags": sorted({tag for tags in sources["tags"] for tag in tags}),
                 "category": "jazz",
                 "created_at": time.time() - 60,
             }
