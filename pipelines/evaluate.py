@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,10 @@ from recsys.models import ALSModel
 from recsys.models.base import EmbeddingModel
 from recsys.models.popularity import PopularityModel
 from recsys.signals import event_weights
+
+if TYPE_CHECKING:
+    from recsys.serving.state import ServingState
+    from recsys.store import Store
 
 log = logging.getLogger("recsys.evaluate")
 
@@ -220,7 +224,8 @@ def served_feed_lists(
 
     Rows: ``feed`` (what the service serves with these settings) and, when the version has
     a learned ranker, the other ranker over the same version: ``ranked`` (the learned
-    ranker) when the blend serves, ``blend`` when the ranker does. Each user gets one page
+    ranker) when the blend serves, ``blend`` when the ranker does, and the candidate lists
+    in each ranker's order before the page step (``candidate_orders``). Each user gets one page
     of each size in ``k_values``, as a client asking for k items would: a page is not the
     head of a longer one (the category cap and the place kept for a new item depend on
     its size). Also returns the nightly run's ranker metrics.
@@ -274,9 +279,53 @@ def served_feed_lists(
                 pages[k][user] = [item.item_id for item in page.items]
         timings[row] = time.perf_counter() - started
         rows[row] = pages
+    started = time.perf_counter()
+    rows.update(candidate_orders(store, feed_settings, state, users, k_values, moments))
+    timings["candidates"] = time.perf_counter() - started
     recommender.close()
     store.dispose()
     return rows, timings, dict(run.metrics.get("ranker", {}))
+
+
+def candidate_orders(
+    store: Store,
+    settings: Settings,
+    state: ServingState,
+    users: Sequence[str],
+    k_values: Sequence[int],
+    moments: dict[str, float],
+) -> Pages:
+    """Rows ``ranked_candidates`` and ``blend_candidates``: each user's candidate list (the
+    one the ranker's training scores, through ``user_features``) ordered by the learned
+    ranker and by the hand blend, before the page step. Against the feed rows they show
+    what the page step costs; against the ranker's own out-of-fold figures, what its
+    labels reward that this protocol's relevance does not."""
+    from recsys.rank_training import user_features
+
+    ranker = state.ranker
+    if ranker is None:
+        return {}
+    by_ranker: dict[int, dict[str, list[str]]] = {k: {} for k in k_values}
+    by_blend: dict[int, dict[str, list[str]]] = {k: {} for k in k_values}
+    for user in users:
+        found = user_features(
+            store, settings, state, user, moments.get(user, state.trained_at + 1.0)
+        )
+        ids = np.asarray(found.ids if found is not None else [], dtype=object)
+        ranker_order = (
+            np.argsort(-ranker.score(found.features), kind="stable")
+            if found is not None
+            else np.zeros(0, dtype=np.int64)
+        )
+        blend_order = (
+            np.argsort(-found.blend_scores, kind="stable")
+            if found is not None
+            else np.zeros(0, dtype=np.int64)
+        )
+        for k in k_values:
+            by_ranker[k][user] = ids[ranker_order[:k]].tolist()
+            by_blend[k][user] = ids[blend_order[:k]].tolist()
+    return {"ranked_candidates": by_ranker, "blend_candidates": by_blend}
 
 
 def evaluate(

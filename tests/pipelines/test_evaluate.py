@@ -30,7 +30,9 @@ def test_movielens_report_has_every_section_and_the_feed_beats_popularity(tmp_pa
     # The learned ranker, when its gate kept it, serves the feed, and the hand blend over the
     # same version is reported beside it.
     ranker = result.document["params"]["ranker"]
-    other_ranker = {"blend"} if ranker["status"] == "published" else set()
+    published = ranker["status"] == "published"
+    other_ranker = {"blend"} if published else set()
+    candidate_rows = {"ranked_candidates", "blend_candidates"} if published else set()
     assert ranker["status"] in ("published", "refused")
     assert set(models) == {
         "popularity",
@@ -40,6 +42,7 @@ def test_movielens_report_has_every_section_and_the_feed_beats_popularity(tmp_pa
         "item2item",
         "feed",
         *other_ranker,
+        *candidate_rows,
     }
     for entry in models.values():
         for metric in ("precision@10", "recall@10", "ndcg@10", "map@10", "mrr@10", "coverage@10"):
@@ -53,6 +56,13 @@ def test_movielens_report_has_every_section_and_the_feed_beats_popularity(tmp_pa
     # Every test user got a list from the production feed.
     for row in ("feed", *other_ranker):
         assert models[row]["n_users_without_recommendations"] == 0
+    if published:
+        # The candidate lists before the page step, in each ranker's order: the same
+        # users, two different orders of the same candidates.
+        ranked, blended = models["ranked_candidates"], models["blend_candidates"]
+        assert ranked["n_users"] == blended["n_users"] == models["feed"]["n_users"]
+        assert ranked["metrics"]["ndcg@10"] > popularity
+        assert ranked["metrics"]["ndcg@10"] != blended["metrics"]["ndcg@10"]
 
     html = (result.report_dir / "index.html").read_text()
     for section in ("summary", "curves", "segments", "popularity"):
