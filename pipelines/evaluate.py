@@ -311,17 +311,13 @@ def candidate_orders(
         found = user_features(
             store, settings, state, user, moments.get(user, state.trained_at + 1.0)
         )
-        ids = np.asarray(found.ids if found is not None else [], dtype=object)
-        ranker_order = (
-            np.argsort(-ranker.score(found.features), kind="stable")
-            if found is not None
-            else np.zeros(0, dtype=np.int64)
-        )
-        blend_order = (
-            np.argsort(-found.blend_scores, kind="stable")
-            if found is not None
-            else np.zeros(0, dtype=np.int64)
-        )
+        if found is None:  # no source had a candidate: empty lists, as a page would be
+            for k in k_values:
+                by_ranker[k][user], by_blend[k][user] = [], []
+            continue
+        ids = np.asarray(found.ids, dtype=object)
+        ranker_order = np.argsort(-ranker.score(found.features), kind="stable")
+        blend_order = np.argsort(-found.blend_scores, kind="stable")
         for k in k_values:
             by_ranker[k][user] = ids[ranker_order[:k]].tolist()
             by_blend[k][user] = ids[blend_order[:k]].tolist()

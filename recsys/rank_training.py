@@ -538,6 +538,32 @@ TREE_STEP = 10
 
 
 @dataclass
+class StackedLists:
+    """Users' lists as one scoring problem for ``ndcg_of_lists``: list i is rows
+    ``bounds[i]:bounds[i + 1]`` of ``features``, ``labels`` and ``blend_scores``."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    blend_scores: np.ndarray
+    bounds: np.ndarray
+    relevant: np.ndarray
+
+    @classmethod
+    def of(cls, lists: list[UserLists]) -> StackedLists:
+        return cls(
+            features=np.vstack([user.features for user in lists]),
+            labels=np.concatenate([user.labels for user in lists]),
+            blend_scores=np.concatenate([user.blend_scores for user in lists]),
+            bounds=np.cumsum([0, *(len(user.labels) for user in lists)]),
+            relevant=np.array([user.relevant for user in lists]),
+        )
+
+    def ndcg(self, scores: np.ndarray) -> np.ndarray:
+        """Each list's NDCG@10 when ordered by ``scores`` (one per row)."""
+        return ndcg_of_lists(scores, self.labels, self.bounds, self.relevant)
+
+
+@dataclass
 class TreeChoice:
     """The cross-validated number of trees, and what it scored out of fold."""
 
@@ -586,25 +612,24 @@ def choose_trees(
             continue
         data = lightgbm.Dataset(x, y, group=groups, feature_name=list(names))
         booster = lightgbm.train(params, data, num_boost_round=max_trees)
-        stacked = np.vstack([u.features for u in outside])
-        bounds = np.cumsum([0, *(len(u.labels) for u in outside)])
+        stacked = StackedLists.of(outside)
         # A ranking score is the sum of the trees' outputs: each checkpoint adds only its
         # new trees to the last one's sum (asking for the first t trees at every
         # checkpoint walked each tree once per later checkpoint, 15 times over at 300).
-        predicted = np.zeros(len(stacked))
+        predicted = np.zeros(len(stacked.labels))
         done = 0
-        labels = np.concatenate([u.labels for u in outside])
-        relevant = np.array([u.relevant for u in outside])
         for c, trees in enumerate(checkpoints):
             predicted = predicted + np.asarray(
                 booster.predict(
-                    stacked, start_iteration=done, num_iteration=int(trees) - done, raw_score=True
+                    stacked.features,
+                    start_iteration=done,
+                    num_iteration=int(trees) - done,
+                    raw_score=True,
                 )
             )
             done = int(trees)
-            totals[c] += ndcg_of_lists(predicted, labels, bounds, relevant).sum()
-        blend = np.concatenate([u.blend_scores for u in outside])
-        blend_total += float(ndcg_of_lists(blend, labels, bounds, relevant).sum())
+            totals[c] += stacked.ndcg(predicted).sum()
+        blend_total += float(stacked.ndcg(stacked.blend_scores).sum())
         scored += len(outside)
     best = int(np.argmax(totals))
     return TreeChoice(
@@ -621,7 +646,7 @@ def forward_check(
     names: tuple[str, ...],
     trees: int,
     rng: np.random.Generator,
-    config: Any,
+    config: RankerConfig,
 ) -> dict[str, Any]:
     """NDCG@10 of a ranker fitted on the earlier windows' lists alone (``trees`` trees),
     and of the blend, on the newest window's lists: empty with one window."""
@@ -635,18 +660,11 @@ def forward_check(
     booster = lightgbm.train(
         params, lightgbm.Dataset(x, y, group=groups, feature_name=list(names)), trees
     )
-    labels = np.concatenate([user.labels for user in newest])
-    bounds = np.cumsum([0, *(len(user.labels) for user in newest)])
-    relevant = np.array([user.relevant for user in newest])
-    predicted = np.asarray(booster.predict(np.vstack([u.features for u in newest])))
-    blend = np.concatenate([user.blend_scores for user in newest])
+    stacked = StackedLists.of(newest)
+    predicted = np.asarray(booster.predict(stacked.features))
     return {
-        "forward_ndcg@10": round(
-            float(ndcg_of_lists(predicted, labels, bounds, relevant).mean()), 5
-        ),
-        "forward_blend_ndcg@10": round(
-            float(ndcg_of_lists(blend, labels, bounds, relevant).mean()), 5
-        ),
+        "forward_ndcg@10": round(float(stacked.ndcg(predicted).mean()), 5),
+        "forward_blend_ndcg@10": round(float(stacked.ndcg(stacked.blend_scores).mean()), 5),
         "forward_users": len(newest),
     }
 
