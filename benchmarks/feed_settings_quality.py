@@ -41,10 +41,11 @@ from pipelines.evaluate import (  # noqa: E402
     matrix_for,
     prepare,
     relevance_rule,
+    user_moments,
 )
 from pipelines.ingest import import_frames  # noqa: E402
 from pipelines.train import train  # noqa: E402
-from recsys.columns import ITEM_ID, TIMESTAMP, USER_ID  # noqa: E402
+from recsys.columns import ITEM_ID, USER_ID  # noqa: E402
 from recsys.config import get_settings  # noqa: E402
 from recsys.dataset import IdMap  # noqa: E402
 from recsys.evaluation.metrics import evaluate_rankings  # noqa: E402
@@ -92,12 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         f"data: {args.path.name}, {args.protocol} {part} split: {len(split.train):,} train / "
         f"{len(split.test):,} test events, {len(users):,} users asked"
     )
-    # Each user at their own moment, as `recsys evaluate` asks them.
-    moments: dict[str, float] = (
-        split.test.groupby(USER_ID)[TIMESTAMP].min().to_dict()
-        if split.protocol == "last_fraction_per_user"
-        else (split.train.groupby(USER_ID)[TIMESTAMP].max() + 1.0).to_dict()
-    )
+    moments = user_moments(split)  # each user at their own moment, as `recsys evaluate`
     with tempfile.TemporaryDirectory(prefix="recsys-feed-settings-") as work:
         home = settings.model_copy(
             update={"home": Path(work), "database_url": None, "qdrant_url": None}

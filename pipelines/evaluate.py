@@ -254,15 +254,7 @@ def served_feed_lists(
     # Replays of the past: nothing is shown to anyone, so nothing is recorded.
     recommender = Recommender.open(store, feed_settings, record_impressions=False)
     rows: Pages = {}
-    # Each user is asked at their "now": under the temporal protocol the start of their
-    # held-out events; under the others (test events among the train ones) just after
-    # their latest train event. A dataset spans years, and a user of 2000 asked as of the
-    # newest event of 2018 would see item ages and activity of another era.
-    moments: dict[str, float] = (
-        split.test.groupby(USER_ID)[TIMESTAMP].min().to_dict()
-        if split.protocol == "last_fraction_per_user"
-        else (split.train.groupby(USER_ID)[TIMESTAMP].max() + 1.0).to_dict()
-    )
+    moments = user_moments(split)
     state = recommender.require_state()
     rankers: list[tuple[str, Ranker | None]] = [("feed", None)]
     if state.ranker is not None:
@@ -285,6 +277,16 @@ def served_feed_lists(
     recommender.close()
     store.dispose()
     return rows, timings, dict(run.metrics.get("ranker", {}))
+
+
+def user_moments(split: Split) -> dict[str, float]:
+    """The moment each test user is asked at, their "now": under the temporal protocol the
+    start of their held-out events; under the others (test events among the train ones)
+    just after their latest train event. A dataset spans years, and a user of 2000 asked
+    as of the newest event of 2018 would see item ages and activity of another era."""
+    if split.protocol == "last_fraction_per_user":
+        return split.test.groupby(USER_ID)[TIMESTAMP].min().to_dict()
+    return (split.train.groupby(USER_ID)[TIMESTAMP].max() + 1.0).to_dict()
 
 
 def candidate_orders(
