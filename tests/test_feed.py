@@ -211,7 +211,10 @@ def test_skips_and_dislikes_demote_similar_items(
     moved, placed = football_positions(after), football_positions(before)
     assert len(moved) <= len(placed)
     assert (moved < 10).sum() < (placed < 10).sum()
-    assert moved.mean() > placed.mean()
+    # Mean place of the page's football items, one that left the page counted just past
+    # its end (with four likes the blend serves, and it may drop all of them).
+    missing = len(placed) - len(moved)
+    assert (moved.sum() + missing * len(after.items)) / len(placed) > placed.mean()
     # The demotion itself: the same page without fatigue scores each demoted item higher by
     # exactly its penalty (the skipped items are gone either way, being consumed).
     demoted = {i.item_id: i for i in after.items if i.breakdown.get("fatigue", 0.0) < 0}
