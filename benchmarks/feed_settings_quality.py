@@ -40,7 +40,9 @@ from pipelines.evaluate import (  # noqa: E402
     make_protocol_split,
     matrix_for,
     prepare,
+    protocol_settings,
     relevance_rule,
+    throwaway_store,
     user_moments,
 )
 from pipelines.ingest import import_frames  # noqa: E402
@@ -51,8 +53,6 @@ from recsys.dataset import IdMap  # noqa: E402
 from recsys.evaluation.metrics import evaluate_rankings  # noqa: E402
 from recsys.evaluation.splits import validation_split  # noqa: E402
 from recsys.serving import Recommender  # noqa: E402
-from recsys.store import Store  # noqa: E402
-from recsys.store.engine import make_engine  # noqa: E402
 
 FLAT = {"mmr_lambda": 1.0, "max_category_share": 1.0, "fatigue_penalty": 0.0}
 PAGE_STEP = {
@@ -76,10 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(describe_machine())
 
-    settings = get_settings()
-    if args.protocol == "stratified":
-        # As `recsys evaluate` does: the nightly job holds back what the protocol asks for.
-        settings = settings.model_copy(update={"gate_holdout": "random"})
+    settings = protocol_settings(get_settings(), args.protocol)
     items, events = getattr(datasets, f"read_{args.dataset}")(args.path)
     data = prepare(args.path.name, items, events, settings)
     split = make_protocol_split(data, args.protocol, args.seed)
@@ -95,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     moments = user_moments(split)  # each user at their own moment, as `recsys evaluate`
     with tempfile.TemporaryDirectory(prefix="recsys-feed-settings-") as work:
-        home = settings.model_copy(
-            update={"home": Path(work), "database_url": None, "qdrant_url": None}
-        )
-        store = Store(make_engine(home.sqlalchemy_url))
+        store, home = throwaway_store(settings, Path(work))
         import_frames(store, home, data.items, data.raw_events.iloc[split.train.index.to_numpy()])
         started = time.perf_counter()
         ranker = train(store, home, force=True).metrics.get("ranker", {})

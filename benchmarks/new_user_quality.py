@@ -33,7 +33,12 @@ sys.path.insert(0, str(REPO))
 
 import pipelines.datasets as datasets  # noqa: E402
 from benchmarks._machine import describe_machine  # noqa: E402
-from pipelines.evaluate import RELEVANCE, make_protocol_split, prepare  # noqa: E402
+from pipelines.evaluate import (  # noqa: E402
+    RELEVANCE,
+    make_protocol_split,
+    prepare,
+    throwaway_store,
+)
 from pipelines.ingest import import_frames  # noqa: E402
 from pipelines.train import train  # noqa: E402
 from recsys.columns import ITEM_ID, TIMESTAMP, USER_ID  # noqa: E402
@@ -41,8 +46,6 @@ from recsys.config import get_settings  # noqa: E402
 from recsys.evaluation.metrics import evaluate_rankings  # noqa: E402
 from recsys.events import validate_events  # noqa: E402
 from recsys.serving import Recommender  # noqa: E402
-from recsys.store import Store  # noqa: E402
-from recsys.store.engine import make_engine  # noqa: E402
 
 STEPS = (1, 2, 3, 5, 10)
 VARIANTS: dict[str, dict[str, Any]] = {"default": {}}
@@ -89,15 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         f"(left out of training); {int((~is_new).sum()):,} training events"
     )
     with tempfile.TemporaryDirectory(prefix="recsys-new-users-") as work:
-        home = settings.model_copy(
-            update={"home": Path(work), "database_url": None, "qdrant_url": None}
-        )
-        store = Store(make_engine(home.sqlalchemy_url))
+        store, home = throwaway_store(settings, Path(work))
         import_frames(store, home, data.items, data.raw_events.iloc[np.flatnonzero(~is_new)])
         started = time.perf_counter()
         train(store, home, force=True)
         print(f"trained once in {time.perf_counter() - started:.0f} s\n")
         recommender = Recommender.open(store, home, record_impressions=False)
+        catalog = pd.Index(data.items[ITEM_ID].astype(str))
         names = ["popular (no events)", *args.variants]
         print(f"{'after events':>12s}  {'users':>6s}" + "".join(f"{n[:22]:>24s}" for n in names))
         arrived = 0
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                     train=known,
                     relevance_column=RELEVANCE,
                     relevance_threshold=0.5,
-                    catalog=pd.Index(data.items[ITEM_ID].astype(str)),
+                    catalog=catalog,
                 )
                 scores.append(found["metrics"]["ndcg@10"])
             print(f"{step:>12d}  {len(asked):>6d}" + "".join(f"{s:>24.4f}" for s in scores))

@@ -235,15 +235,9 @@ def served_feed_lists(
     from recsys.serving import Recommender
     from recsys.serving.learned import LearnedRanker
     from recsys.serving.ranking import BlendRanker, Ranker
-    from recsys.store import Store
-    from recsys.store.engine import make_engine
 
     timings: dict[str, float] = {}
-    home = work_dir / "feed-home"
-    feed_settings = settings.model_copy(
-        update={"home": home, "database_url": None, "qdrant_url": None}
-    )
-    store = Store(make_engine(feed_settings.sqlalchemy_url))
+    store, feed_settings = throwaway_store(settings, work_dir / "feed-home")
     train_rows = data.raw_events.iloc[split.train.index.to_numpy()]
     started = time.perf_counter()
     import_frames(store, feed_settings, data.items, train_rows)
@@ -277,6 +271,26 @@ def served_feed_lists(
     recommender.close()
     store.dispose()
     return rows, timings, dict(run.metrics.get("ranker", {}))
+
+
+def protocol_settings(settings: Settings, protocol: str) -> Settings:
+    """The settings the nightly job runs with under ``protocol``: it learns the task it is
+    judged on. A random split asks for any of a user's items, not their next ones, so
+    under ``stratified`` its gate and the ranker's labels hold back a random share of each
+    user's train events too (train events only)."""
+    if protocol == "stratified":
+        return settings.model_copy(update={"gate_holdout": "random"})
+    return settings
+
+
+def throwaway_store(settings: Settings, home: Path) -> tuple[Store, Settings]:
+    """An embedded store and index under ``home`` (whatever database or Qdrant the settings
+    name), and the settings that point there: where an evaluation imports and trains."""
+    from recsys.store import Store
+    from recsys.store.engine import make_engine
+
+    local = settings.model_copy(update={"home": home, "database_url": None, "qdrant_url": None})
+    return Store(make_engine(local.sqlalchemy_url)), local
 
 
 def user_moments(split: Split) -> dict[str, float]:
@@ -341,11 +355,7 @@ def evaluate(
 ) -> EvaluationResult:
     """Run one protocol over every model and write ``out_dir/<timestamp>/``."""
     say = progress or (lambda message: log.info("%s", message))
-    if protocol == "stratified":
-        # The nightly job learns the task it is judged on: a random split asks for any of
-        # a user's items, not their next ones, so its gate and the ranker's labels hold
-        # back a random share of each user's train events too (train events only).
-        settings = settings.model_copy(update={"gate_holdout": "random"})
+    settings = protocol_settings(settings, protocol)
     k_max = max(k_values)
     split = make_protocol_split(data, protocol, seed)
     if protocol == "planted" and (validation or tune):
